@@ -1,0 +1,56 @@
+"""treadle: the whole machine-learning loop on one machine with one command.
+
+from treadle import step, pipeline, log_metric
+
+@step
+def load(rows: int = 500) -> pd.DataFrame: ...
+
+@pipeline
+def training(rows: int = 500):
+    load(rows)
+
+run = training(rows=100)     # runs it, cached and recorded; returns a Run
+"""
+
+from treadle.dsl import Resources, StepOptions, step, unmapped
+from treadle.engine import RunOptions, pipeline, resume_run, run_pipeline
+from treadle.errors import TreadleError
+from treadle.tracking import (
+    Run,
+    active_run_id,
+    log_artifact,
+    log_metric,
+    log_metrics,
+    log_param,
+    log_params,
+    start_run,
+)
+from treadle.types import Dataset, Metrics, Model, Report, RunState, StepState
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Dataset",
+    "Metrics",
+    "Model",
+    "Report",
+    "Resources",
+    "Run",
+    "RunOptions",
+    "RunState",
+    "StepOptions",
+    "StepState",
+    "TreadleError",
+    "active_run_id",
+    "log_artifact",
+    "log_metric",
+    "log_metrics",
+    "log_param",
+    "log_params",
+    "pipeline",
+    "resume_run",
+    "run_pipeline",
+    "start_run",
+    "step",
+    "unmapped",
+]

@@ -1,0 +1,226 @@
+"""Content-addressed artifact objects: `<root>/objects/<sha[:2]>/<sha>`.
+
+Writes land in `<root>/tmp/` first and are renamed into place, so a reader never
+sees a half-written object, even after `kill -9` mid-write. Every read checks the
+sha256. Paths are resolved only under the root. A local folder (the default) is
+served with the standard library; any other fsspec URL (`s3://`, `gs://`, `memory://`)
+goes through fsspec, imported only then.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+from treadle.errors import (
+    ConfigError,
+    CorruptArtifactError,
+    InvalidInputError,
+    NotFoundError,
+    StoreUnavailableError,
+)
+
+SCHEME = "treadle-object"
+_HEX = frozenset("0123456789abcdef")
+
+
+def _check_sha(sha: str) -> str:
+    if len(sha) != 64 or not set(sha) <= _HEX:
+        raise InvalidInputError(f"{sha!r} is not a sha256 digest")
+    return sha
+
+
+class ArtifactStore:
+    """Immutable objects addressed by their sha256; the only writer of artifact bytes."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/")
+        protocol = url.split("://", 1)[0] if "://" in url else "file"
+        self._local = protocol in ("file", "local")
+        if self._local:
+            self.root = Path(url.removeprefix("file://")).expanduser().resolve()
+            try:
+                (self.root / "tmp").mkdir(parents=True, exist_ok=True)
+                (self.root / "objects").mkdir(exist_ok=True)
+            except OSError as exc:
+                raise StoreUnavailableError(f"cannot create artifact folder {self.root}: {exc}")
+            self._fs: Any = None
+        else:
+            try:
+                import fsspec
+
+                self._fs = fsspec.filesystem(protocol)
+            except (ImportError, ValueError) as exc:
+                raise ConfigError(
+                    f"no filesystem for artifact URL {url!r}: {exc}",
+                    "install the fsspec backend for that scheme (e.g. s3fs for s3://)",
+                ) from exc
+            self.root = Path("/")  # unused for remote stores
+
+    # -- addressing -------------------------------------------------------------------
+
+    def uri(self, sha: str) -> str:
+        return f"{SCHEME}:sha256:{_check_sha(sha)}"
+
+    def _object_path(self, sha: str) -> str:
+        sha = _check_sha(sha)
+        rel = f"objects/{sha[:2]}/{sha}"
+        return str(self.root / rel) if self._local else f"{self.url}/{rel}"
+
+    def sha_of(self, uri: str) -> str:
+        prefix = f"{SCHEME}:sha256:"
+        if not uri.startswith(prefix):
+            raise InvalidInputError(
+                f"artifact URI {uri!r} is not one of this store's",
+                f"artifact URIs look like {prefix}<64 hex digits>",
+            )
+        return _check_sha(uri[len(prefix) :])
+
+    def local_path(self, uri: str) -> Path:
+        """The file behind `uri` on this machine (local stores only)."""
+        if not self._local:
+            raise ConfigError("this artifact store is not a local folder")
+        path = Path(self._object_path(self.sha_of(uri))).resolve()
+        if self.root not in path.parents:
+            raise InvalidInputError(f"artifact path {path} escapes the store root {self.root}")
+        return path
+
+    # -- writing ----------------------------------------------------------------------
+
+    @contextmanager
+    def writer(self) -> Iterator[tuple[IO[bytes], list[str]]]:
+        """Write an object through a file; on exit it is hashed and moved into place.
+
+        Yields the open file and a one-item list that receives the sha256 on success.
+        """
+        result: list[str] = []
+        if self._local:
+            fd, tmp = tempfile.mkstemp(dir=self.root / "tmp", prefix="w-")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    yield f, result
+                sha = _hash_file(tmp)
+                self._publish_local(tmp, sha)
+                result.append(sha)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+        else:
+            tmp = f"{self.url}/tmp/{uuid.uuid4().hex}"
+            with self._fs.open(tmp, "wb") as f:
+                yield f, result
+            sha = _hash_remote(self._fs, tmp)
+            final = self._object_path(sha)
+            if self._fs.exists(final):
+                self._fs.rm(tmp)
+            else:
+                self._fs.mv(tmp, final)
+            result.append(sha)
+
+    def put_bytes(self, data: bytes) -> tuple[str, int]:
+        """Store `data`; returns (sha256, size)."""
+        sha = hashlib.sha256(data).hexdigest()
+        if self._local:
+            final = self._object_path(sha)
+            if not os.path.exists(final):
+                fd, tmp = tempfile.mkstemp(dir=self.root / "tmp", prefix="w-")
+                try:
+                    with os.fdopen(fd, "wb") as f:
+                        f.write(data)
+                    self._publish_local(tmp, sha)
+                finally:
+                    if os.path.exists(tmp):
+                        os.unlink(tmp)
+        else:
+            with self.writer() as (f, _):
+                f.write(data)
+        return sha, len(data)
+
+    def put_file(self, path: str | os.PathLike[str]) -> tuple[str, int]:
+        with self.writer() as (f, result), open(path, "rb") as src:
+            shutil.copyfileobj(src, f, 1 << 20)
+        return result[0], os.path.getsize(path)
+
+    def _publish_local(self, tmp: str, sha: str) -> None:
+        final = self._object_path(sha)
+        if os.path.exists(final):
+            return  # same content is already there; objects are immutable
+        os.makedirs(os.path.dirname(final), exist_ok=True)
+        os.chmod(tmp, 0o444)
+        os.replace(tmp, final)
+
+    # -- reading ----------------------------------------------------------------------
+
+    def exists(self, sha: str) -> bool:
+        path = self._object_path(sha)
+        return os.path.exists(path) if self._local else bool(self._fs.exists(path))
+
+    def get_bytes(self, sha: str) -> bytes:
+        """The object's bytes, checked against `sha`."""
+        path = self._object_path(sha)
+        try:
+            if self._local:
+                with open(path, "rb") as f:
+                    data = f.read()
+            else:
+                data = self._fs.cat_file(path)
+        except FileNotFoundError as exc:
+            raise NotFoundError(
+                f"artifact object {sha[:12]} is missing from {self.url}",
+                "re-run the step that produced it with --no-cache",
+            ) from exc
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != sha:
+            raise CorruptArtifactError(
+                f"artifact object {sha[:12]} is corrupt: its bytes hash to {actual[:12]}"
+            )
+        return bytes(data)
+
+    def verified_path(self, sha: str) -> Path:
+        """A local file holding the object, checked against `sha` (for loaders that want
+        a path, such as Parquet and skops). Remote objects are fetched to a cache."""
+        if self._local:
+            path = Path(self._object_path(sha))
+            if not path.exists():
+                raise NotFoundError(
+                    f"artifact object {sha[:12]} is missing from {self.url}",
+                    "re-run the step that produced it with --no-cache",
+                )
+            actual = _hash_file(str(path))
+            if actual != sha:
+                raise CorruptArtifactError(
+                    f"artifact object {sha[:12]} is corrupt: its bytes hash to {actual[:12]}"
+                )
+            return path
+        cache = Path(tempfile.gettempdir()) / "treadle-objects"
+        cache.mkdir(exist_ok=True)
+        target = cache / sha
+        if not target.exists():
+            data = self.get_bytes(sha)
+            tmp = cache / f"{sha}.{uuid.uuid4().hex}"
+            tmp.write_bytes(data)
+            os.replace(tmp, target)
+        return target
+
+
+def _hash_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _hash_remote(fs: Any, path: str) -> str:
+    h = hashlib.sha256()
+    with fs.open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,153 @@
+"""What the metadata store holds, as frozen dataclasses: one per noun."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from typing import Any
+
+from treadle.types import RunState, StepState
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclasses.dataclass(frozen=True)
+class ProjectRecord:
+    id: str
+    name: str
+    created_at: float
+    created_by: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentRecord:
+    id: str
+    project_id: str
+    name: str
+    created_at: float
+    created_by: str
+    description: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentSummary:
+    experiment: ExperimentRecord
+    run_count: int
+    last_run_at: float | None
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineRecord:
+    id: str
+    project_id: str
+    name: str
+    created_at: float
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineVersionRecord:
+    id: str
+    pipeline_id: str
+    hash: str
+    spec: dict[str, Any]
+    source: str
+    created_at: float
+
+
+@dataclasses.dataclass(frozen=True)
+class RunRecord:
+    id: str
+    project_id: str
+    experiment_id: str
+    pipeline_version_id: str | None
+    name: str
+    state: RunState
+    created_by: str
+    executor: str
+    attempt: int
+    created_at: float
+    started_at: float | None = None
+    ended_at: float | None = None
+    error: str | None = None
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at is None or self.ended_at is None:
+            return None
+        return self.ended_at - self.started_at
+
+
+@dataclasses.dataclass(frozen=True)
+class StepRunRecord:
+    id: str
+    run_id: str
+    project_id: str
+    node: str
+    step_name: str
+    attempt: int
+    state: StepState
+    started_at: float
+    cache_key: str | None = None
+    cached_from: str | None = None
+    ended_at: float | None = None
+    error: str | None = None
+    log_uri: str | None = None
+
+    @property
+    def duration(self) -> float | None:
+        return None if self.ended_at is None else self.ended_at - self.started_at
+
+
+@dataclasses.dataclass(frozen=True)
+class ArtifactRecord:
+    """An immutable, content-addressed value produced by a step or logged by a user."""
+
+    id: str
+    project_id: str
+    name: str
+    kind: str
+    materializer: str
+    python_type: str
+    sha256: str
+    uri: str
+    size: int
+    created_at: float
+    run_id: str | None = None
+    producer_step_run_id: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class LineageEdge:
+    """`step_run_id` consumed (direction "input") or produced ("output") `artifact_id`."""
+
+    artifact_id: str
+    step_run_id: str
+    direction: str
+    name: str
+
+
+@dataclasses.dataclass(frozen=True)
+class LineageEntry:
+    """One side of an artifact's lineage: the step run that produced or consumed it."""
+
+    step_run: StepRunRecord
+    name: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Lineage:
+    artifact: ArtifactRecord
+    produced_by: list[LineageEntry]
+    consumed_by: list[LineageEntry]
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricRecord:
+    run_id: str
+    key: str
+    value: float
+    step: int
+    timestamp: float
+    step_run_id: str | None = None

@@ -1,0 +1,1 @@
+"""SQL implementations of the store protocols, one module per noun group."""

@@ -1,0 +1,94 @@
+"""Pipelines and their immutable, content-hashed versions."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from treadle.errors import NotFoundError
+from treadle.store.db import Database, Row
+from treadle.store.records import PipelineRecord, PipelineVersionRecord, new_id
+
+
+def _pipeline(row: Row) -> PipelineRecord:
+    return PipelineRecord(row["id"], row["project_id"], row["name"], row["created_at"])
+
+
+def _version(row: Row) -> PipelineVersionRecord:
+    return PipelineVersionRecord(
+        id=row["id"],
+        pipeline_id=row["pipeline_id"],
+        hash=row["hash"],
+        spec=json.loads(row["spec"]),
+        source=row["source"],
+        created_at=row["created_at"],
+    )
+
+
+class SqlPipelineStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def ensure_version(
+        self, project_id: str, name: str, hash: str, spec: Mapping[str, Any], source: str
+    ) -> tuple[PipelineRecord, PipelineVersionRecord]:
+        find = (
+            "SELECT p.id AS p_id, p.project_id, p.name, p.created_at AS p_created_at, v.* "
+            "FROM pipelines p JOIN pipeline_versions v ON v.pipeline_id = p.id "
+            "WHERE p.project_id = :project AND p.name = :name AND v.hash = :hash"
+        )
+        args = {"project": project_id, "name": name, "hash": hash}
+        with self._db.read() as conn:
+            rows = conn.execute(find, args)
+        if not rows:
+            now = time.time()
+            with self._db.write() as conn:
+                conn.execute(
+                    "INSERT INTO pipelines (id, project_id, name, created_at) "
+                    "VALUES (:id, :project, :name, :at) ON CONFLICT (project_id, name) DO NOTHING",
+                    {"id": new_id(), "project": project_id, "name": name, "at": now},
+                )
+                pid = conn.execute(
+                    "SELECT id FROM pipelines WHERE project_id = :project AND name = :name",
+                    {"project": project_id, "name": name},
+                )[0]["id"]
+                conn.execute(
+                    "INSERT INTO pipeline_versions (id, pipeline_id, hash, spec, source, "
+                    "created_at) VALUES (:id, :pid, :hash, :spec, :source, :at) "
+                    "ON CONFLICT (pipeline_id, hash) DO NOTHING",
+                    {
+                        "id": new_id(),
+                        "pid": pid,
+                        "hash": hash,
+                        "spec": json.dumps(spec, sort_keys=True),
+                        "source": source,
+                        "at": now,
+                    },
+                )
+                rows = conn.execute(find, args)
+        row = rows[0]
+        pipeline = PipelineRecord(row["p_id"], row["project_id"], row["name"], row["p_created_at"])
+        return pipeline, _version(row)
+
+    def get_version(self, version_id: str) -> tuple[PipelineRecord, PipelineVersionRecord]:
+        with self._db.read() as conn:
+            rows = conn.execute(
+                "SELECT * FROM pipeline_versions WHERE id = :id", {"id": version_id}
+            )
+            if not rows:
+                raise NotFoundError(f"no pipeline version with id {version_id!r}")
+            version = _version(rows[0])
+            prow = conn.execute(
+                "SELECT * FROM pipelines WHERE id = :id", {"id": version.pipeline_id}
+            )[0]
+        return _pipeline(prow), version
+
+    def list_pipelines(self, project_id: str) -> list[PipelineRecord]:
+        with self._db.read() as conn:
+            rows = conn.execute(
+                "SELECT * FROM pipelines WHERE project_id = :project ORDER BY name",
+                {"project": project_id},
+            )
+        return [_pipeline(r) for r in rows]

@@ -1,0 +1,159 @@
+"""The metadata schema, declared once with SQLAlchemy for Alembic and for readers.
+
+Times are seconds since the epoch (float); ids are 32-character hex strings.
+Queries elsewhere are plain portable SQL over these tables (see treadle.store.db).
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+ID = sa.String(32)
+TIME = sa.Float(precision=53)
+
+projects = sa.Table(
+    "projects",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False, unique=True),
+    sa.Column("created_at", TIME, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+)
+
+experiments = sa.Table(
+    "experiments",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("project_id", ID, sa.ForeignKey("projects.id"), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("description", sa.Text, nullable=False, server_default=""),
+    sa.Column("created_at", TIME, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.UniqueConstraint("project_id", "name"),
+)
+
+pipelines = sa.Table(
+    "pipelines",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("project_id", ID, sa.ForeignKey("projects.id"), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("created_at", TIME, nullable=False),
+    sa.UniqueConstraint("project_id", "name"),
+)
+
+pipeline_versions = sa.Table(
+    "pipeline_versions",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("pipeline_id", ID, sa.ForeignKey("pipelines.id"), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+    sa.Column("spec", sa.Text, nullable=False),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("created_at", TIME, nullable=False),
+    sa.UniqueConstraint("pipeline_id", "hash"),
+)
+
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("project_id", ID, sa.ForeignKey("projects.id"), nullable=False),
+    sa.Column("experiment_id", ID, sa.ForeignKey("experiments.id"), nullable=False),
+    sa.Column("pipeline_version_id", ID, sa.ForeignKey("pipeline_versions.id"), nullable=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("executor", sa.String(32), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("created_at", TIME, nullable=False),
+    sa.Column("started_at", TIME, nullable=True),
+    sa.Column("ended_at", TIME, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Index(None, "project_id", "created_at"),
+    sa.Index(None, "experiment_id"),
+)
+
+step_runs = sa.Table(
+    "step_runs",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("run_id", ID, sa.ForeignKey("runs.id"), nullable=False),
+    sa.Column("project_id", ID, nullable=False),
+    sa.Column("node", sa.String(300), nullable=False),
+    sa.Column("step_name", sa.String(200), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("cache_key", sa.String(64), nullable=True),
+    sa.Column("cached_from", ID, nullable=True),
+    sa.Column("started_at", TIME, nullable=False),
+    sa.Column("ended_at", TIME, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("log_uri", sa.Text, nullable=True),
+    sa.Index(None, "run_id"),
+    sa.Index(None, "project_id", "cache_key"),
+)
+
+artifacts = sa.Table(
+    "artifacts",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("project_id", ID, sa.ForeignKey("projects.id"), nullable=False),
+    sa.Column("run_id", ID, nullable=True),
+    sa.Column("producer_step_run_id", ID, nullable=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("materializer", sa.String(32), nullable=False),
+    sa.Column("python_type", sa.String(300), nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("uri", sa.Text, nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("created_at", TIME, nullable=False),
+    sa.Index(None, "sha256"),
+    sa.Index(None, "run_id"),
+)
+
+lineage = sa.Table(
+    "lineage",
+    metadata,
+    sa.Column("artifact_id", ID, sa.ForeignKey("artifacts.id"), primary_key=True),
+    sa.Column("step_run_id", ID, sa.ForeignKey("step_runs.id"), primary_key=True),
+    sa.Column("direction", sa.String(8), primary_key=True),
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Index(None, "step_run_id"),
+)
+
+params = sa.Table(
+    "params",
+    metadata,
+    sa.Column("run_id", ID, sa.ForeignKey("runs.id"), primary_key=True),
+    sa.Column("key", sa.String(250), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+metrics = sa.Table(
+    "metrics",
+    metadata,
+    sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("run_id", ID, sa.ForeignKey("runs.id"), nullable=False),
+    sa.Column("step_run_id", ID, nullable=True),
+    sa.Column("key", sa.String(250), nullable=False),
+    sa.Column("value", sa.Float(precision=53), nullable=True),
+    sa.Column("step", sa.BigInteger, nullable=False),
+    sa.Column("timestamp", TIME, nullable=False),
+    sa.Index(None, "run_id", "key", "step"),
+)

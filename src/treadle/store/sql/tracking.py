@@ -1,0 +1,98 @@
+"""Params and metrics of runs."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+from treadle.errors import ConflictError
+from treadle.store.db import Database
+from treadle.store.records import MetricRecord
+
+_INSERT_METRIC = (
+    "INSERT INTO metrics (run_id, step_run_id, key, value, step, timestamp) "
+    "VALUES (:run_id, :step_run_id, :key, :value, :step, :timestamp)"
+)
+
+
+class SqlTrackingStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def log_params(self, run_id: str, params: Mapping[str, str]) -> None:
+        """Record params; logging a key again with the same value is fine, another is not."""
+        if not params:
+            return
+        with self._db.write() as conn:
+            existing = {
+                r["key"]: r["value"]
+                for r in conn.execute(
+                    "SELECT key, value FROM params WHERE run_id = :run", {"run": run_id}
+                )
+            }
+            for key, value in params.items():
+                if key in existing and existing[key] != value:
+                    raise ConflictError(
+                        f"param {key!r} of run {run_id[:8]} is already {existing[key]!r}; "
+                        f"cannot change it to {value!r}",
+                        "params are fixed once logged: log a metric, or start a new run",
+                    )
+            conn.executemany(
+                "INSERT INTO params (run_id, key, value) VALUES (:run_id, :key, :value)",
+                [
+                    {"run_id": run_id, "key": k, "value": v}
+                    for k, v in params.items()
+                    if k not in existing
+                ],
+            )
+
+    def log_metrics(self, metrics: Sequence[MetricRecord]) -> None:
+        if not metrics:
+            return
+        rows = [
+            {
+                "run_id": m.run_id,
+                "step_run_id": m.step_run_id,
+                "key": m.key,
+                "value": None if math.isnan(m.value) else m.value,
+                "step": m.step,
+                "timestamp": m.timestamp,
+            }
+            for m in metrics
+        ]
+        with self._db.write() as conn:
+            conn.executemany(_INSERT_METRIC, rows)
+
+    def get_params(self, run_id: str) -> dict[str, str]:
+        with self._db.read() as conn:
+            rows = conn.execute(
+                "SELECT key, value FROM params WHERE run_id = :run ORDER BY key", {"run": run_id}
+            )
+        return {r["key"]: r["value"] for r in rows}
+
+    def metric_history(self, run_id: str, key: str | None = None) -> list[MetricRecord]:
+        query = "SELECT * FROM metrics WHERE run_id = :run"
+        args = {"run": run_id}
+        if key is not None:
+            query += " AND key = :key"
+            args["key"] = key
+        with self._db.read() as conn:
+            rows = conn.execute(query + " ORDER BY key, step, timestamp, id", args)
+        return [
+            MetricRecord(
+                run_id=r["run_id"],
+                key=r["key"],
+                value=math.nan if r["value"] is None else float(r["value"]),
+                step=int(r["step"]),
+                timestamp=float(r["timestamp"]),
+                step_run_id=r["step_run_id"],
+            )
+            for r in rows
+        ]
+
+    def latest_metrics(self, run_id: str) -> dict[str, float]:
+        """Each key's value at its highest step (the last logged, on ties)."""
+        latest: dict[str, float] = {}
+        for m in self.metric_history(run_id):
+            latest[m.key] = m.value
+        return latest
