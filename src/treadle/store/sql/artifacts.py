@@ -51,15 +51,28 @@ class SqlArtifactCatalog:
                 )
         return artifact_from_row(row)
 
-    def step_outputs(self, step_run_id: str) -> dict[str, ArtifactRecord]:
+    def _edges_of(self, step_run_id: str, direction: str) -> dict[str, ArtifactRecord]:
         with self._db.read() as conn:
             rows = conn.execute(
                 "SELECT l.name AS edge_name, a.* FROM lineage l "
                 "JOIN artifacts a ON a.id = l.artifact_id "
-                "WHERE l.step_run_id = :sr AND l.direction = 'output'",
-                {"sr": step_run_id},
+                "WHERE l.step_run_id = :sr AND l.direction = :direction ORDER BY l.name",
+                {"sr": step_run_id, "direction": direction},
             )
         return {r["edge_name"]: artifact_from_row(r) for r in rows}
+
+    def step_outputs(self, step_run_id: str) -> dict[str, ArtifactRecord]:
+        return self._edges_of(step_run_id, "output")
+
+    def step_input_ids(self, step_run_id: str) -> list[str]:
+        """The ids of every artifact the step run read (a joined input gives several)."""
+        with self._db.read() as conn:
+            rows = conn.execute(
+                "SELECT artifact_id FROM lineage WHERE step_run_id = :sr "
+                "AND direction = 'input' ORDER BY name, artifact_id",
+                {"sr": step_run_id},
+            )
+        return [r["artifact_id"] for r in rows]
 
     def run_artifacts(self, run_id: str) -> list[tuple[StepRunRecord, str, ArtifactRecord]]:
         """Every artifact the run's step runs produced (or reused from the cache)."""

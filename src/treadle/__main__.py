@@ -1,0 +1,3 @@
+from treadle.cli.app import main
+
+main()

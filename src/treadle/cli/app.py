@@ -1,0 +1,67 @@
+"""The `treadle` command."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from treadle.cli import db, experiments, runs
+from treadle.cli.common import err_console
+from treadle.cli.lineage import lineage
+from treadle.cli.run import run
+from treadle.errors import TreadleError
+
+app = typer.Typer(
+    name="treadle",
+    help="Pipelines that run locally, cached, resumable and tracked.\n\n"
+    "Settings come from TREADLE_HOME (default ~/.treadle), TREADLE_DB_URL and "
+    "TREADLE_ARTIFACT_URL. Add --debug to any command for a full traceback.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command()(run)
+app.command()(lineage)
+app.add_typer(runs.app, name="runs")
+app.add_typer(experiments.app, name="experiments")
+app.add_typer(db.app, name="db")
+
+
+@app.command()
+def version() -> None:
+    """Print treadle's version."""
+    from treadle import __version__
+
+    typer.echo(__version__)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: one-line errors with a hint; --debug shows the traceback instead."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    if debug:
+        args.remove("--debug")
+    try:
+        app(args=args, prog_name="treadle", standalone_mode=False)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        err_console().print(
+            "interrupted: a run in progress is left CANCELLED; `treadle runs resume ID` finishes it"
+        )
+        sys.exit(130)
+    except typer.TyperException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except TreadleError as exc:
+        if debug:
+            raise
+        err_console().print(f"[red]error:[/] {exc.message}", soft_wrap=True)
+        if exc.hint:
+            err_console().print(f"  {exc.hint}", soft_wrap=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

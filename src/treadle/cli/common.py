@@ -1,0 +1,75 @@
+"""What every command shares: the store, the console, and how ids and times print."""
+
+from __future__ import annotations
+
+import datetime as dt
+from functools import cache
+from typing import Any
+
+from treadle.config import Settings, load_settings
+from treadle.store import Store, open_store
+
+
+@cache
+def settings() -> Settings:
+    return load_settings()
+
+
+@cache
+def store() -> Store:
+    return open_store(settings())
+
+
+@cache
+def project_id() -> str:
+    s = settings()
+    return store().projects.ensure_project(s.project, s.user).id
+
+
+@cache
+def console() -> Any:
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+@cache
+def err_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def short(id_: str | None) -> str:
+    return id_[:8] if id_ else "-"
+
+
+def when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value < 1:
+        return f"{value * 1000:.0f}ms"
+    if value < 120:
+        return f"{value:.1f}s"
+    return f"{value / 60:.1f}m"
+
+
+STATE_STYLE = {
+    "SUCCEEDED": "green",
+    "CACHED": "cyan",
+    "RUNNING": "yellow",
+    "PENDING": "dim",
+    "FAILED": "red",
+    "CANCELLED": "magenta",
+    "SKIPPED": "dim",
+}
+
+
+def styled_state(state: str) -> str:
+    return f"[{STATE_STYLE.get(state, 'white')}]{state}[/]"

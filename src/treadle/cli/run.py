@@ -1,0 +1,105 @@
+"""`treadle run`: run a pipeline from a file or module."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from treadle.cli import common
+from treadle.cli.progress import Progress
+from treadle.engine import RunOptions, find_pipeline, run_pipeline
+from treadle.errors import InvalidInputError
+from treadle.tracking import Run
+from treadle.types import RunState
+
+
+def parse_assignments(values: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InvalidInputError(f"-p {item!r} is not KEY=VALUE", "write it as -p c=0.5")
+        out[key.strip()] = value
+    return out
+
+
+def summarize(run: Run, progress: Progress) -> None:
+    """The closing lines of a run (or a resume), and the exit code they imply."""
+    console = common.console()
+    record = run.refresh().record
+    counts = progress.counts
+    ran = counts.get("step_finished", 0)
+    cached = counts.get("step_cached", 0) + counts.get("step_reused", 0)
+    parts = [f"{ran} ran", f"{cached} cached"] + (
+        [f"{counts['step_failed']} failed"] if counts.get("step_failed") else []
+    )
+    state = record.state.value
+    console.print(
+        f"run [bold]{record.id}[/] {common.styled_state(state)} in "
+        f"{common.seconds(record.duration)} ({', '.join(parts)})"
+    )
+    if progress.total and cached == progress.total:
+        console.print("[cyan]every step was answered from the cache[/]")
+    metrics = run.metrics
+    if metrics:
+        console.print("metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
+    if record.state is RunState.FAILED:
+        console.print(f"[red]{record.error}[/]")
+        console.print(
+            f"see the logs with `treadle runs logs {record.id[:8]}`; after a fix, "
+            f"`treadle runs resume {record.id[:8]}` re-runs only what did not finish"
+        )
+        raise typer.Exit(1)
+
+
+def run(
+    target: Annotated[
+        str,
+        typer.Argument(help="A pipeline: path/to/file.py, file.py:name, or package.module:name."),
+    ],
+    param: Annotated[
+        list[str],
+        typer.Option("--param", "-p", help="A pipeline parameter as KEY=VALUE; repeat for more."),
+    ] = [],
+    experiment: Annotated[
+        str | None,
+        typer.Option(
+            "--experiment", "-e", help="Experiment to file the run under (created if new)."
+        ),
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="A name for the run.")] = None,
+    executor: Annotated[
+        str | None, typer.Option(help="Where steps run: local (threads, default) or process.")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="How many steps may run at once.")
+    ] = None,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Run every step even if its result is cached.")
+    ] = False,
+) -> None:
+    """Run a pipeline, showing each step as it goes, and print the run id and a summary.
+
+    Steps whose code, inputs and parameters are unchanged are answered from the cache.
+    A failed run keeps its finished steps: fix the cause and `treadle runs resume ID`.
+    """
+    pipeline, source = find_pipeline(target)
+    params = pipeline.parse_params(parse_assignments(param))
+    store = common.store()
+    with Progress(common.console()) as progress:
+        result = run_pipeline(
+            pipeline,
+            params,
+            store,
+            RunOptions(
+                experiment=experiment,
+                name=name,
+                executor=executor,
+                max_workers=workers,
+                use_cache=not no_cache,
+                on_event=progress,
+            ),
+            source_file=source,
+        )
+    summarize(result, progress)

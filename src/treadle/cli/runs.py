@@ -1,0 +1,170 @@
+"""`treadle runs`: list, show, logs, compare and resume runs."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from treadle.cli import common
+from treadle.cli.progress import Progress
+from treadle.cli.run import summarize
+from treadle.engine import RunOptions, resume_run
+from treadle.errors import InvalidInputError, NotFoundError
+from treadle.tracking.run import latest_attempts
+from treadle.types import RunState
+
+app = typer.Typer(help="Inspect and resume runs.", no_args_is_help=True)
+
+
+@app.command("list")
+def list_runs(
+    experiment: Annotated[
+        str | None, typer.Option("--experiment", "-e", help="Only this experiment.")
+    ] = None,
+    state: Annotated[str | None, typer.Option(help="Only runs in this state.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="How many, newest first.")] = 20,
+) -> None:
+    """List runs, newest first."""
+    from rich.table import Table
+
+    store, project = common.store(), common.project_id()
+    experiment_id = store.projects.find_experiment(project, experiment).id if experiment else None
+    try:
+        state_enum = RunState(state.upper()) if state else None
+    except ValueError:
+        raise InvalidInputError(
+            f"unknown state {state!r}", f"use one of {', '.join(s.value for s in RunState)}"
+        ) from None
+    runs = store.runs.list_runs(project, experiment_id=experiment_id, state=state_enum, limit=limit)
+    names = {e.experiment.id: e.experiment.name for e in store.projects.list_experiments(project)}
+    table = Table("id", "name", "experiment", "state", "started", "duration")
+    for r in runs:
+        table.add_row(
+            common.short(r.id),
+            r.name,
+            names.get(r.experiment_id, "?"),
+            common.styled_state(r.state.value),
+            common.when(r.started_at),
+            common.seconds(r.duration),
+        )
+    common.console().print(table if runs else "no runs yet: start one with `treadle run FILE`")
+
+
+@app.command()
+def show(run_id: Annotated[str, typer.Argument(help="Run id or a unique prefix.")]) -> None:
+    """Show a run: its state, params, metrics, steps and their artifacts."""
+    from rich.table import Table
+
+    store = common.store()
+    run = store.runs.get_run(run_id, common.project_id())
+    console = common.console()
+    experiment = store.projects.get_experiment(run.experiment_id)
+    console.print(f"[bold]run {run.id}[/]  {run.name}")
+    console.print(
+        f"state      {common.styled_state(run.state.value)}"
+        + (f" (attempt {run.attempt})" if run.attempt > 1 else "")
+    )
+    console.print(f"experiment {experiment.name}")
+    if run.pipeline_version_id:
+        pipeline, version = store.pipelines.get_version(run.pipeline_version_id)
+        console.print(f"pipeline   {pipeline.name} @ {version.hash[:12]}")
+    console.print(
+        f"started    {common.when(run.started_at)}   "
+        f"duration {common.seconds(run.duration)}   by {run.created_by}"
+    )
+    params = store.tracking.get_params(run.id)
+    if params:
+        console.print("params     " + ", ".join(f"{k}={v}" for k, v in params.items()))
+    metrics = store.tracking.latest_metrics(run.id)
+    if metrics:
+        console.print("metrics    " + ", ".join(f"{k}={v:.6g}" for k, v in metrics.items()))
+    if run.error:
+        console.print(f"[red]error      {run.error.strip().splitlines()[-1]}[/]")
+    outputs: dict[str, list[str]] = {}
+    for step_run, name, art in store.artifacts.run_artifacts(run.id):
+        outputs.setdefault(step_run.id, []).append(f"{name}={common.short(art.id)} ({art.kind})")
+    table = Table("step", "state", "attempts", "duration", "outputs", title="steps")
+    steps = store.runs.list_steps(run.id)
+    latest = latest_attempts(steps)
+    for node, s in latest.items():
+        state = s.state.value + (f" ← {common.short(s.cached_from)}" if s.cached_from else "")
+        table.add_row(
+            node,
+            common.styled_state(s.state.value).replace(s.state.value, state),
+            str(s.attempt),
+            common.seconds(s.duration),
+            ", ".join(outputs.get(s.id, [])),
+        )
+    console.print(table)
+
+
+@app.command()
+def logs(
+    run_id: Annotated[str, typer.Argument(help="Run id or a unique prefix.")],
+    step: Annotated[str | None, typer.Option("--step", "-s", help="Only this step.")] = None,
+) -> None:
+    """Print what each step wrote to stdout and stderr, and the traceback of failures."""
+    store = common.store()
+    run = store.runs.get_run(run_id, common.project_id())
+    steps = store.runs.list_steps(run.id)
+    if step is not None:
+        steps = [s for s in steps if s.node == step or s.step_name == step]
+        if not steps:
+            raise NotFoundError(
+                f"run {run.id[:8]} has no step {step!r}", "see its steps with `treadle runs show`"
+            )
+    console = common.console()
+    for s in steps:
+        console.rule(f"{s.node} (attempt {s.attempt}) {s.state.value}")
+        if s.log_uri:
+            text = store.objects.get_bytes(store.objects.sha_of(s.log_uri)).decode(errors="replace")
+            console.out(text, end="" if text.endswith("\n") else "\n", highlight=False)
+        if s.error:
+            console.out(s.error, highlight=False)
+        if not s.log_uri and not s.error:
+            console.print("[dim](no output)[/]")
+
+
+@app.command()
+def compare(
+    run_ids: Annotated[list[str], typer.Argument(help="Two or more run ids.")],
+) -> None:
+    """Compare runs side by side: params and latest metrics; differences are bold."""
+    from rich.table import Table
+
+    if len(run_ids) < 2:
+        raise InvalidInputError("compare needs at least two runs", "treadle runs compare A B")
+    store, project = common.store(), common.project_id()
+    runs = [store.runs.get_run(r, project) for r in run_ids]
+    params = [store.tracking.get_params(r.id) for r in runs]
+    metrics = [store.tracking.latest_metrics(r.id) for r in runs]
+    table = Table("", *[f"{common.short(r.id)}\n{r.name}" for r in runs])
+    table.add_row("state", *[common.styled_state(r.state.value) for r in runs])
+    table.add_row("duration", *[common.seconds(r.duration) for r in runs])
+    for title, rows in (("param", params), ("metric", metrics)):
+        for key in sorted({k for row in rows for k in row}):
+            cells = [row.get(key) for row in rows]
+            shown = [
+                "-" if c is None else (f"{c:.6g}" if isinstance(c, float) else str(c))
+                for c in cells
+            ]
+            differ = len(set(shown)) > 1
+            table.add_row(f"{title} {key}", *[f"[bold]{s}[/]" if differ else s for s in shown])
+    common.console().print(table)
+
+
+@app.command()
+def resume(
+    run_id: Annotated[str, typer.Argument(help="A FAILED or CANCELLED run.")],
+    executor: Annotated[str | None, typer.Option(help="local or process.")] = None,
+    workers: Annotated[int | None, typer.Option(min=1)] = None,
+) -> None:
+    """Re-run only the steps of a run that did not finish, reusing every finished one."""
+    with Progress(common.console()) as progress:
+        result = resume_run(
+            run_id,
+            common.store(),
+            RunOptions(executor=executor, max_workers=workers, on_event=progress),
+        )
+    summarize(result, progress)
