@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from treadle.cli import db, experiments, runs
+from treadle.cli import artifacts, db, experiments, runs
 from treadle.cli.common import err_console
 from treadle.cli.lineage import lineage
 from treadle.cli.run import run
@@ -25,6 +25,7 @@ app.command()(run)
 app.command()(lineage)
 app.add_typer(runs.app, name="runs")
 app.add_typer(experiments.app, name="experiments")
+app.add_typer(artifacts.app, name="artifacts")
 app.add_typer(db.app, name="db")
 
 
@@ -51,8 +52,12 @@ def main(argv: list[str] | None = None) -> None:
             "interrupted: a run in progress is left CANCELLED; `treadle runs resume ID` finishes it"
         )
         sys.exit(130)
-    except typer.TyperException as exc:
-        exc.show()
+    except typer.TyperException as exc:  # usage errors: click prints them with the usage line
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            err_console().print(f"error: {exc.format_message()}")
         sys.exit(exc.exit_code)
     except TreadleError as exc:
         if debug:

@@ -28,9 +28,12 @@ def project_id() -> str:
 
 @cache
 def console() -> Any:
+    import sys
+
     from rich.console import Console
 
-    return Console(highlight=False)
+    # piped output keeps full rows instead of wrapping at 80 columns
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 150)
 
 
 @cache

@@ -59,9 +59,9 @@ def run(
         typer.Argument(help="A pipeline: path/to/file.py, file.py:name, or package.module:name."),
     ],
     param: Annotated[
-        list[str],
+        list[str] | None,
         typer.Option("--param", "-p", help="A pipeline parameter as KEY=VALUE; repeat for more."),
-    ] = [],
+    ] = None,
     experiment: Annotated[
         str | None,
         typer.Option(
@@ -85,7 +85,7 @@ def run(
     A failed run keeps its finished steps: fix the cause and `treadle runs resume ID`.
     """
     pipeline, source = find_pipeline(target)
-    params = pipeline.parse_params(parse_assignments(param))
+    params = pipeline.parse_params(parse_assignments(param or []))
     store = common.store()
     with Progress(common.console()) as progress:
         result = run_pipeline(

@@ -24,6 +24,7 @@ def list_runs(
     ] = None,
     state: Annotated[str | None, typer.Option(help="Only runs in this state.")] = None,
     limit: Annotated[int, typer.Option(min=1, help="How many, newest first.")] = 20,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the short ids.")] = False,
 ) -> None:
     """List runs, newest first."""
     from rich.table import Table
@@ -37,6 +38,10 @@ def list_runs(
             f"unknown state {state!r}", f"use one of {', '.join(s.value for s in RunState)}"
         ) from None
     runs = store.runs.list_runs(project, experiment_id=experiment_id, state=state_enum, limit=limit)
+    if quiet:
+        for r in runs:
+            typer.echo(common.short(r.id))
+        return
     names = {e.experiment.id: e.experiment.name for e in store.projects.list_experiments(project)}
     table = Table("id", "name", "experiment", "state", "started", "duration")
     for r in runs:
@@ -117,12 +122,17 @@ def logs(
     console = common.console()
     for s in steps:
         console.rule(f"{s.node} (attempt {s.attempt}) {s.state.value}")
-        if s.log_uri:
-            text = store.objects.get_bytes(store.objects.sha_of(s.log_uri)).decode(errors="replace")
+        log_uri = s.log_uri
+        if s.cached_from and not log_uri:
+            original = store.runs.get_step(s.cached_from)
+            log_uri = original.log_uri
+            console.print(f"[dim](cached: the output of run {common.short(original.run_id)})[/]")
+        if log_uri:
+            text = store.objects.get_bytes(store.objects.sha_of(log_uri)).decode(errors="replace")
             console.out(text, end="" if text.endswith("\n") else "\n", highlight=False)
         if s.error:
             console.out(s.error, highlight=False)
-        if not s.log_uri and not s.error:
+        if not log_uri and not s.error:
             console.print("[dim](no output)[/]")
 
 

@@ -92,7 +92,9 @@ class Pipeline(Generic[P, R]):
         try:
             hints = typing.get_type_hints(fn, include_extras=True)
         except Exception as exc:
-            raise DefinitionError(f"cannot resolve annotations of pipeline {name!r}: {exc}")
+            raise DefinitionError(
+                f"cannot resolve annotations of pipeline {name!r}: {exc}"
+            ) from exc
         self.param_types = {p: hints.get(p, Any) for p in self.signature.parameters}
         self.ref = f"{fn.__module__}:{fn.__qualname__}"
         if all(p.default is not p.empty for p in self.signature.parameters.values()):

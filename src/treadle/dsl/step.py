@@ -132,7 +132,7 @@ class Step(Generic[P, R]):
         from_builder = context.current()
         if from_builder is None:
             return self.fn(*args, **kwargs)
-        return from_builder.add_call(self, args, kwargs, mapped=False)  # type: ignore[no-any-return]
+        return from_builder.add_call(self, args, kwargs, mapped=False)
 
     def map(self, *args: Any, **kwargs: Any) -> Any:
         """Fan out: one step run per item of each list or upstream list output given.

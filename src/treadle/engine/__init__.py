@@ -37,9 +37,8 @@ def pipeline(
 
     The body wires steps together; its parameters are the pipeline's parameters.
     """
-    if fn is not None:
-        return _define_pipeline(fn, name=name, runner=run_locally)
-    return _define_pipeline(name=name, runner=run_locally)
+    define = _define_pipeline(name=name, runner=run_locally)
+    return define(fn) if fn is not None else define
 
 
 __all__ = [

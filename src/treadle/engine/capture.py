@@ -59,8 +59,8 @@ def routing() -> Iterator[None]:
     with _install_lock:
         if _installs == 0:
             _originals = (sys.stdout, sys.stderr)
-            sys.stdout = _RoutingStream(sys.stdout, "stdout")  # type: ignore[assignment]
-            sys.stderr = _RoutingStream(sys.stderr, "stderr")  # type: ignore[assignment]
+            sys.stdout = _RoutingStream(sys.stdout, "stdout")
+            sys.stderr = _RoutingStream(sys.stderr, "stderr")
         _installs += 1
     try:
         yield

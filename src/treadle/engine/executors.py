@@ -76,7 +76,7 @@ class ProcessExecutor:
 
     def __init__(self, max_workers: int | None = None) -> None:
         methods = multiprocessing.get_all_start_methods()
-        self._ctx = multiprocessing.get_context(
+        self._ctx: Any = multiprocessing.get_context(
             "forkserver" if "forkserver" in methods else "spawn"
         )
         if "forkserver" in methods:

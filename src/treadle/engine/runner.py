@@ -246,6 +246,7 @@ class _Execution:
             ),
             edges,
         )
+        self.store.tracking.copy_step_tracking(hit.id, self.run.id, step_run_id)
         self.emit(
             Event(
                 "step_cached",

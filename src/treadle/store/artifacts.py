@@ -50,7 +50,9 @@ class ArtifactStore:
                 (self.root / "tmp").mkdir(parents=True, exist_ok=True)
                 (self.root / "objects").mkdir(exist_ok=True)
             except OSError as exc:
-                raise StoreUnavailableError(f"cannot create artifact folder {self.root}: {exc}")
+                raise StoreUnavailableError(
+                    f"cannot create artifact folder {self.root}: {exc}"
+                ) from exc
             self._fs: Any = None
         else:
             try:

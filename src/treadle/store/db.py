@@ -49,7 +49,8 @@ class _SqliteConnection:
         self._raw = raw
 
     def execute(self, sql: str, params: Params | None = None) -> list[Row]:
-        return self._raw.execute(sql, params or {}).fetchall()  # type: ignore[no-any-return]
+        rows: list[Row] = self._raw.execute(sql, params or {}).fetchall()
+        return rows
 
     def executemany(self, sql: str, rows: Sequence[Params]) -> None:
         self._raw.executemany(sql, rows)

@@ -64,7 +64,9 @@ def log_param(key: str, value: Any) -> None:
 def log_params(params: Mapping[str, Any]) -> None:
     run = _require_active("log_param")
     run.store.tracking.log_params(
-        run.run_id, {_check_key(k, "param"): format_param(v) for k, v in params.items()}
+        run.run_id,
+        {_check_key(k, "param"): format_param(v) for k, v in params.items()},
+        run.step_run_id,
     )
 
 

@@ -108,7 +108,8 @@ class SqlArtifactCatalog:
                 "WHERE l.artifact_id = :a ORDER BY s.started_at",
                 {"a": artifact.id},
             )
-        produced, consumed = [], []
+        produced: list[LineageEntry] = []
+        consumed: list[LineageEntry] = []
         for r in rows:
             entry = LineageEntry(step_run_from_row(r), r["edge_name"])
             (produced if r["edge_direction"] == "output" else consumed).append(entry)

@@ -138,6 +138,7 @@ params = sa.Table(
     sa.Column("run_id", ID, sa.ForeignKey("runs.id"), primary_key=True),
     sa.Column("key", sa.String(250), primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
+    sa.Column("step_run_id", ID, nullable=True),
 )
 
 metrics = sa.Table(

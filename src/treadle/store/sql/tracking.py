@@ -19,7 +19,9 @@ class SqlTrackingStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    def log_params(self, run_id: str, params: Mapping[str, str]) -> None:
+    def log_params(
+        self, run_id: str, params: Mapping[str, str], step_run_id: str | None = None
+    ) -> None:
         """Record params; logging a key again with the same value is fine, another is not."""
         if not params:
             return
@@ -38,9 +40,10 @@ class SqlTrackingStore:
                         "params are fixed once logged: log a metric, or start a new run",
                     )
             conn.executemany(
-                "INSERT INTO params (run_id, key, value) VALUES (:run_id, :key, :value)",
+                "INSERT INTO params (run_id, key, value, step_run_id) "
+                "VALUES (:run_id, :key, :value, :step_run_id)",
                 [
-                    {"run_id": run_id, "key": k, "value": v}
+                    {"run_id": run_id, "key": k, "value": v, "step_run_id": step_run_id}
                     for k, v in params.items()
                     if k not in existing
                 ],
@@ -62,6 +65,23 @@ class SqlTrackingStore:
         ]
         with self._db.write() as conn:
             conn.executemany(_INSERT_METRIC, rows)
+
+    def copy_step_tracking(self, source_step_run_id: str, run_id: str, step_run_id: str) -> None:
+        """Give a cache hit the params and metrics its original step run logged, so a
+        cached run reads like the run that computed it."""
+        with self._db.write() as conn:
+            conn.execute(
+                "INSERT INTO params (run_id, key, value, step_run_id) "
+                "SELECT :run, key, value, :sr FROM params WHERE step_run_id = :source "
+                "ON CONFLICT DO NOTHING",
+                {"run": run_id, "sr": step_run_id, "source": source_step_run_id},
+            )
+            conn.execute(
+                "INSERT INTO metrics (run_id, step_run_id, key, value, step, timestamp) "
+                "SELECT :run, :sr, key, value, step, timestamp FROM metrics "
+                "WHERE step_run_id = :source",
+                {"run": run_id, "sr": step_run_id, "source": source_step_run_id},
+            )
 
     def get_params(self, run_id: str) -> dict[str, str]:
         with self._db.read() as conn:
