@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from concurrent.futures import Future, ThreadPoolExecutor
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any, Protocol
 
 from treadle.dsl import Step
@@ -34,6 +37,48 @@ def default_workers() -> int:
     return max(4, os.cpu_count() or 1)
 
 
+class DaemonPool:
+    """A fixed set of daemon threads completing `concurrent.futures.Future`s.
+
+    Unlike ThreadPoolExecutor, whose threads the interpreter joins at exit, a thread
+    stuck in a step that timed out here does not keep the process alive.
+    """
+
+    def __init__(self, size: int, name: str) -> None:
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._loop, name=f"{name}-{i}", daemon=True)
+            for i in range(size)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            future, fn, args = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:
+                future.set_exception(exc)
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        self._queue.put((future, fn, args))
+        return future
+
+    def shutdown(self, wait: bool) -> None:
+        for _ in self._threads:
+            self._queue.put(None)
+        if wait:
+            for thread in self._threads:
+                thread.join()
+
+
 class ThreadExecutor:
     """Steps run on a thread pool in this process (the default)."""
 
@@ -44,7 +89,7 @@ class ThreadExecutor:
     ) -> None:
         self._store = store
         self._steps = steps
-        self._pool = ThreadPoolExecutor(max_workers or default_workers(), "treadle-step")
+        self._pool = DaemonPool(max_workers or default_workers(), "treadle-step")
 
     def submit(self, task: StepTask) -> Future[StepResult]:
         return self._pool.submit(worker.execute, task, self._store, self._steps.get(task.node))
@@ -55,22 +100,46 @@ class ThreadExecutor:
         future.cancel()
 
     def shutdown(self, wait: bool = True) -> None:
-        self._pool.shutdown(wait=wait, cancel_futures=not wait)
+        self._pool.shutdown(wait=wait)
 
 
-def _child_main(task: StepTask, conn: Any) -> None:
-    store = shared_store(task.settings)
-    try:
-        result = worker.execute(task, store)
-    finally:
-        store.close()
-    conn.send(result)
-    conn.close()
+def _worker_main(conn: Any) -> None:
+    """A worker process: execute tasks from the pipe until told to stop."""
+    while True:
+        try:
+            task = conn.recv()
+        except EOFError:
+            return
+        if task is None:
+            return
+        conn.send(worker.execute(task, shared_store(task.settings)))
+
+
+class _Worker:
+    def __init__(self, ctx: Any) -> None:
+        self.conn, child = ctx.Pipe(duplex=True)
+        self.proc = ctx.Process(
+            target=_worker_main, args=(child,), daemon=True, name="treadle-worker"
+        )
+        self.proc.start()
+        child.close()
+
+    def stop(self, kill: bool) -> None:
+        if kill:
+            self.proc.kill()
+        else:
+            try:
+                self.conn.send(None)
+            except (BrokenPipeError, OSError):
+                pass
+        self.proc.join(timeout=5)
+        self.conn.close()
 
 
 class ProcessExecutor:
-    """Each step attempt runs in its own process (forked from a preloaded server), so a
-    crash cannot take the run down and a timeout can kill it."""
+    """Steps run in worker processes forked from a preloaded server: a crash cannot take
+    the run down, a timeout kills the worker (a fresh one replaces it), and workers are
+    reused so a step's imports are paid once per worker, not once per step."""
 
     name = "process"
 
@@ -81,49 +150,61 @@ class ProcessExecutor:
         )
         if "forkserver" in methods:
             self._ctx.set_forkserver_preload(["treadle.engine.worker", "treadle.store"])
-        self._pool = ThreadPoolExecutor(max_workers or default_workers(), "treadle-proc")
-        self._procs: dict[str, Any] = {}
+        self._threads = DaemonPool(max_workers or default_workers(), "treadle-proc")
+        self._idle: list[_Worker] = []
+        self._busy: dict[str, _Worker] = {}
+        self._lock = threading.Lock()
+
+    def _checkout(self, task: StepTask) -> _Worker:
+        with self._lock:
+            found = self._idle.pop() if self._idle else None
+        if found is None or not found.proc.is_alive():
+            found = _Worker(self._ctx)
+        with self._lock:
+            self._busy[task.step_run_id] = found
+        return found
 
     def _run(self, task: StepTask) -> StepResult:
-        receiver, sender = self._ctx.Pipe(duplex=False)
-        proc = self._ctx.Process(
-            target=_child_main, args=(task, sender), daemon=True, name=f"treadle-{task.unit}"
-        )
-        self._procs[task.step_run_id] = proc
-        proc.start()
-        sender.close()
+        w = self._checkout(task)
         try:
-            result: StepResult = receiver.recv()
-        except EOFError:
-            proc.join()
+            w.conn.send(task)
+            result: StepResult = w.conn.recv()
+        except (EOFError, OSError):
+            w.stop(kill=True)
             return StepResult(
                 task.step_run_id,
                 task.unit,
                 ok=False,
-                error=f"the step's process exited with code {proc.exitcode} before reporting",
-                error_line=f"process exited with code {proc.exitcode}",
+                error=f"the worker process ended with code {w.proc.exitcode} before reporting",
+                error_line=f"worker process exited with code {w.proc.exitcode}",
             )
         finally:
-            receiver.close()
-            self._procs.pop(task.step_run_id, None)
-        proc.join()
+            with self._lock:
+                self._busy.pop(task.step_run_id, None)
+        with self._lock:
+            self._idle.append(w)
         return result
 
     def submit(self, task: StepTask) -> Future[StepResult]:
-        return self._pool.submit(self._run, task)
+        return self._threads.submit(self._run, task)
 
     def abandon(self, task: StepTask, future: Future[StepResult]) -> None:
-        proc = self._procs.get(task.step_run_id)
-        if proc is not None and proc.is_alive():
-            proc.kill()
+        with self._lock:
+            w = self._busy.get(task.step_run_id)
+        if w is not None and w.proc.is_alive():
+            w.proc.kill()
         future.cancel()
 
     def shutdown(self, wait: bool = True) -> None:
-        if not wait:
-            for proc in list(self._procs.values()):
-                if proc.is_alive():
-                    proc.kill()
-        self._pool.shutdown(wait=wait, cancel_futures=not wait)
+        with self._lock:
+            busy, idle = list(self._busy.values()), list(self._idle)
+            self._idle.clear()
+        for w in busy:
+            if not wait:
+                w.proc.kill()
+        self._threads.shutdown(wait=wait)
+        for w in idle:
+            w.stop(kill=False)
 
 
 EXECUTORS = ("local", "process")

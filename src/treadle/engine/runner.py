@@ -104,6 +104,7 @@ class _Execution:
         self.waiting_retry: list[_Unit] = []
         self.item_hashes: dict[tuple[str, int], str] = {}
         self.total = len(self.graph.nodes)
+        self.abandoned = 0
 
     # -- inputs -----------------------------------------------------------------------
 
@@ -380,6 +381,7 @@ class _Execution:
             if unit.deadline is not None and now >= unit.deadline and unit.task is not None:
                 self.running.pop(future)
                 self.executor.abandon(unit.task, future)
+                self.abandoned += 1
                 timeout = unit.node.options.get("timeout")
                 self.store.runs.finish_step(
                     unit.task.step_run_id,
@@ -474,7 +476,7 @@ def _execute(
         )
         options.on_event(Event("run_finished", run.id, message=RunState.FAILED.value))
         raise
-    executor.shutdown(wait=True)
+    executor.shutdown(wait=execution.abandoned == 0)
     summary = execution.failure_summary()
     state = RunState.FAILED if summary else RunState.SUCCEEDED
     store.runs.set_run_state(run.id, state, at=time.time(), error=summary)
