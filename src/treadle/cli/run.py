@@ -83,6 +83,8 @@ def run(
 
     Steps whose code, inputs and parameters are unchanged are answered from the cache.
     A failed run keeps its finished steps: fix the cause and `treadle runs resume ID`.
+
+    Example: treadle run examples/quickstart/pipeline.py -p c=0.5 -e demo
     """
     pipeline, source = find_pipeline(target)
     params = pipeline.parse_params(parse_assignments(param or []))
