@@ -116,8 +116,13 @@ class ArtifactStore:
                     os.unlink(tmp)
         else:
             tmp = f"{self.url}/tmp/{uuid.uuid4().hex}"
-            with self._fs.open(tmp, "wb") as f:
-                yield f, result
+            try:
+                with self._fs.open(tmp, "wb") as f:
+                    yield f, result
+            except BaseException:
+                if self._fs.exists(tmp):
+                    self._fs.rm(tmp)
+                raise
             sha = _hash_remote(self._fs, tmp)
             final = self._object_path(sha)
             if self._fs.exists(final):
@@ -201,14 +206,16 @@ class ArtifactStore:
                     f"artifact object {sha[:12]} is corrupt: its bytes hash to {actual[:12]}"
                 )
             return path
-        cache = Path(tempfile.gettempdir()) / "treadle-objects"
-        cache.mkdir(exist_ok=True)
+        # a private cache per user; a copy found there is trusted only after re-hashing it
+        cache = Path(tempfile.gettempdir()) / f"treadle-objects-{os.getuid()}"
+        cache.mkdir(mode=0o700, exist_ok=True)
         target = cache / sha
-        if not target.exists():
-            data = self.get_bytes(sha)
-            tmp = cache / f"{sha}.{uuid.uuid4().hex}"
-            tmp.write_bytes(data)
-            os.replace(tmp, target)
+        if target.exists() and _hash_file(str(target)) == sha:
+            return target
+        data = self.get_bytes(sha)
+        tmp = cache / f"{sha}.{uuid.uuid4().hex}"
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
         return target
 
 

@@ -12,6 +12,7 @@ transactions start with BEGIN IMMEDIATE so two writers queue instead of deadlock
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -145,7 +146,7 @@ class SqlAlchemyDatabase:
                 conn.exec_driver_sql("SELECT 1")
         except Exception as exc:
             raise StoreUnavailableError(
-                f"cannot reach database {_redact(url)}: {type(exc).__name__}: "
+                f"cannot reach database {redact(url)}: {type(exc).__name__}: "
                 f"{str(exc).splitlines()[0] if str(exc) else ''}"
             ) from exc
 
@@ -164,8 +165,9 @@ class SqlAlchemyDatabase:
         self.engine.dispose()
 
 
-def _redact(url: str) -> str:
-    """Hide a password in a URL before it reaches a message or a log."""
+def redact(url: str) -> str:
+    """Hide passwords in a URL (`user:pw@` and `?password=`) before it reaches a message."""
+    url = re.sub(r"([?&]password=)[^&]*", r"\1***", url, flags=re.IGNORECASE)
     if "@" in url and "://" in url:
         scheme, rest = url.split("://", 1)
         creds, host = rest.rsplit("@", 1)

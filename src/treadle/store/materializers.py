@@ -28,9 +28,10 @@ from treadle.errors import CorruptArtifactError, InvalidInputError
 from treadle.store.artifacts import ArtifactStore
 from treadle.types import ArtifactKind
 
-# skops refuses to load types it does not know; these module prefixes are the ones a
-# scikit-learn model saved by treadle is made of.
-TRUSTED_MODEL_MODULES = ("sklearn.", "numpy.", "scipy.", "builtins.", "collections.")
+# skops refuses to load types it does not know. Beyond what skops trusts by itself, a
+# model saved by treadle may hold types from these libraries and nothing else: never
+# builtins (a FunctionTransformer(func=builtins.eval) would run eval on its input).
+TRUSTED_MODEL_MODULES = ("sklearn.", "numpy.", "scipy.")
 
 
 @dataclasses.dataclass(frozen=True)

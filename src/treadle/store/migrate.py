@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from treadle.errors import StoreUnavailableError
-from treadle.store.db import Database
+from treadle.store.db import Database, redact
 
 HEAD_REVISION = "0001"
 """The newest migration; a test pins it to Alembic's own head."""
@@ -50,7 +50,9 @@ def upgrade(db: Database, revision: str = "head") -> str:
         with engine.begin() as connection:
             command.upgrade(_alembic_config(connection), revision)
     except Exception as exc:
-        raise StoreUnavailableError(f"migrating the database {db.url} failed: {exc}") from exc
+        raise StoreUnavailableError(
+            f"migrating the database {redact(db.url)} failed: {redact(str(exc))}"
+        ) from exc
     finally:
         if owned:
             engine.dispose()

@@ -12,6 +12,20 @@ from treadle.store.records import ArtifactRecord, LineageEdge, RunRecord, StepRu
 from treadle.types import RunState, StepState
 
 MIN_PREFIX = 4
+NAME_LIMIT = 200
+KEY_LIMIT = 250
+
+
+def check_length(value: str, limit: int, what: str) -> str:
+    """Refuse over-long names the same way on every backend (SQLite would store them)."""
+    if not value or len(value) > limit:
+        raise InvalidInputError(
+            f"{what} must be 1 to {limit} characters, got {len(value)}: {value[:40]!r}..."
+            if value
+            else f"{what} must not be empty"
+        )
+    return value
+
 
 RUN_FIELDS = tuple(RunRecord.__dataclass_fields__)
 STEP_FIELDS = tuple(StepRunRecord.__dataclass_fields__)

@@ -10,6 +10,7 @@ from typing import Any
 from treadle.errors import NotFoundError
 from treadle.store.db import Database, Row
 from treadle.store.records import PipelineRecord, PipelineVersionRecord, new_id
+from treadle.store.sql.common import NAME_LIMIT, check_length
 
 
 def _pipeline(row: Row) -> PipelineRecord:
@@ -34,6 +35,7 @@ class SqlPipelineStore:
     def ensure_version(
         self, project_id: str, name: str, hash: str, spec: Mapping[str, Any], source: str
     ) -> tuple[PipelineRecord, PipelineVersionRecord]:
+        check_length(name, NAME_LIMIT, "pipeline name")
         find = (
             "SELECT p.id AS p_id, p.project_id, p.name, p.created_at AS p_created_at, v.* "
             "FROM pipelines p JOIN pipeline_versions v ON v.pipeline_id = p.id "

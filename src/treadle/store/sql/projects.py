@@ -7,6 +7,7 @@ import time
 from treadle.errors import NotFoundError
 from treadle.store.db import Database, Row
 from treadle.store.records import ExperimentRecord, ExperimentSummary, ProjectRecord, new_id
+from treadle.store.sql.common import NAME_LIMIT, check_length
 
 
 def _experiment(row: Row) -> ExperimentRecord:
@@ -25,6 +26,7 @@ class SqlProjectStore:
         self._db = db
 
     def ensure_project(self, name: str, user: str) -> ProjectRecord:
+        check_length(name, NAME_LIMIT, "project name")
         with self._db.read() as conn:
             rows = conn.execute("SELECT * FROM projects WHERE name = :name", {"name": name})
         if not rows:
@@ -39,6 +41,7 @@ class SqlProjectStore:
         return ProjectRecord(row["id"], row["name"], row["created_at"], row["created_by"])
 
     def ensure_experiment(self, project_id: str, name: str, user: str) -> ExperimentRecord:
+        check_length(name, NAME_LIMIT, "experiment name")
         query = "SELECT * FROM experiments WHERE project_id = :project AND name = :name"
         args = {"project": project_id, "name": name}
         with self._db.read() as conn:

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from treadle.errors import ConflictError
 from treadle.store.db import Database
 from treadle.store.records import MetricRecord
+from treadle.store.sql.common import KEY_LIMIT, check_length
 
 _INSERT_METRIC = (
     "INSERT INTO metrics (run_id, step_run_id, key, value, step, timestamp) "
@@ -25,6 +26,8 @@ class SqlTrackingStore:
         """Record params; logging a key again with the same value is fine, another is not."""
         if not params:
             return
+        for key in params:
+            check_length(key, KEY_LIMIT, "param key")
         with self._db.write() as conn:
             existing = {
                 r["key"]: r["value"]
@@ -52,6 +55,8 @@ class SqlTrackingStore:
     def log_metrics(self, metrics: Sequence[MetricRecord]) -> None:
         if not metrics:
             return
+        for m in metrics:
+            check_length(m.key, KEY_LIMIT, "metric key")
         rows = [
             {
                 "run_id": m.run_id,
