@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     if debug:
         args.remove("--debug")
     try:
-        app(args=args, prog_name="treadle", standalone_mode=False)
+        code = app(args=args, prog_name="treadle", standalone_mode=False)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
@@ -66,6 +66,9 @@ def main(argv: list[str] | None = None) -> None:
         if exc.hint:
             err_console().print(f"  {exc.hint}", soft_wrap=True)
         sys.exit(1)
+    # without standalone mode, click hands back the code of a `typer.Exit` it caught
+    if isinstance(code, int) and code != 0:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import typer
 
 from treadle.cli import common
 from treadle.store import migrate
-from treadle.store.db import connect
+from treadle.store.db import connect, redact
 
 app = typer.Typer(help="Manage the metadata database schema.", no_args_is_help=True)
 
@@ -36,6 +36,6 @@ def current() -> None:
     finally:
         db.close()
     common.console().print(
-        f"{s.db_url}: revision {revision or '(empty)'} "
+        f"{redact(s.db_url)}: revision {revision or '(empty)'} "
         f"(this treadle expects {migrate.HEAD_REVISION})"
     )

@@ -36,8 +36,7 @@ def lineage(
     artifact_id: Annotated[str, typer.Argument(help="Artifact id or a unique prefix.")],
     depth: Annotated[int, typer.Option(min=1, help="How many steps to walk upstream.")] = 5,
 ) -> None:
-    """Show an artifact: what produced it (and, upstream, what that read), and which
-    step runs consumed it."""
+    """Show where an artifact came from (walking upstream) and what consumed it."""
     from rich.tree import Tree
 
     store = common.store()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 import typer
@@ -22,6 +24,20 @@ def parse_assignments(values: list[str]) -> dict[str, str]:
             raise InvalidInputError(f"-p {item!r} is not KEY=VALUE", "write it as -p c=0.5")
         out[key.strip()] = value
     return out
+
+
+@contextmanager
+def interrupted_notice(progress: Progress) -> Iterator[None]:
+    """Ctrl-C: say what state the run was left in and how to finish it; exit 130."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        run_id = progress.run_id[:8] or "ID"
+        common.err_console().print(
+            f"interrupted: run {run_id} is CANCELLED; its finished steps are kept and "
+            f"`treadle runs resume {run_id}` finishes it"
+        )
+        raise typer.Exit(130) from None
 
 
 def summarize(run: Run, progress: Progress) -> None:
@@ -89,7 +105,7 @@ def run(
     pipeline, source = find_pipeline(target)
     params = pipeline.parse_params(parse_assignments(param or []))
     store = common.store()
-    with Progress(common.console()) as progress:
+    with Progress(common.console()) as progress, interrupted_notice(progress):
         result = run_pipeline(
             pipeline,
             params,

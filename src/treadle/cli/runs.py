@@ -8,7 +8,7 @@ import typer
 
 from treadle.cli import common
 from treadle.cli.progress import Progress
-from treadle.cli.run import summarize
+from treadle.cli.run import interrupted_notice, summarize
 from treadle.engine import RunOptions, resume_run
 from treadle.errors import InvalidInputError, NotFoundError
 from treadle.tracking.run import latest_attempts
@@ -171,7 +171,7 @@ def resume(
     workers: Annotated[int | None, typer.Option(min=1)] = None,
 ) -> None:
     """Re-run only the steps of a run that did not finish, reusing every finished one."""
-    with Progress(common.console()) as progress:
+    with Progress(common.console()) as progress, interrupted_notice(progress):
         result = resume_run(
             run_id,
             common.store(),

@@ -39,6 +39,8 @@ class OutputHandle:
         )
 
     __bool__ = __iter__ = __len__ = __getitem__ = __lt__ = __gt__ = __add__ = _refuse
+    __le__ = __ge__ = __eq__ = __ne__ = __sub__ = __mul__ = __truediv__ = _refuse
+    __hash__ = object.__hash__
 
     def __repr__(self) -> str:
         return f"<output {self.node}.{self.output}{'[*]' if self.mapped else ''}>"
@@ -114,7 +116,7 @@ class GraphBuilder:
             code_hash=step.code_hash,
             inputs=inputs,
             outputs=tuple(o.name for o in step.outputs),
-            options=step.options.as_dict(),
+            options=step.options_dict,
             mapped=tuple(mapped_inputs),
         )
         self.nodes[node_name] = node

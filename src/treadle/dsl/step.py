@@ -125,6 +125,11 @@ class Step(Generic[P, R]):
         self.ref = import_ref(fn)
 
     @functools.cached_property
+    def options_dict(self) -> dict[str, Any]:
+        """The options as recorded in the graph (computed once; nodes share it read-only)."""
+        return self.options.as_dict()
+
+    @functools.cached_property
     def code_hash(self) -> str:
         return code_hash_of(self.fn)
 

@@ -96,4 +96,22 @@ def accepts_literal(value: Any, expected: Any) -> bool:
         return True
     if origin is int and isinstance(value, bool):
         return False
-    return isinstance(value, origin)
+    if not isinstance(value, origin):
+        return False
+    return _items_accepted(value, origin, typing.get_args(base))
+
+
+def _items_accepted(value: Any, origin: type, args: tuple[Any, ...]) -> bool:
+    if origin in (list, set, frozenset) and args:
+        return all(accepts_literal(item, args[0]) for item in value)
+    if origin is tuple and args:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(accepts_literal(item, args[0]) for item in value)
+        return len(args) == len(value) and all(
+            accepts_literal(item, arm) for item, arm in zip(value, args, strict=True)
+        )
+    if origin is dict and len(args) == 2:
+        return all(
+            accepts_literal(k, args[0]) and accepts_literal(v, args[1]) for k, v in value.items()
+        )
+    return True

@@ -7,7 +7,6 @@ ran in its process; a Ray or Kubeflow executor implements the same three methods
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import queue
 import threading
@@ -16,7 +15,7 @@ from concurrent.futures import Future
 from typing import Any, Protocol
 
 from treadle.dsl import Step
-from treadle.engine import worker
+from treadle.engine import capture, worker
 from treadle.engine.task import StepResult, StepTask
 from treadle.errors import ConfigError
 from treadle.store import Store, shared_store
@@ -38,45 +37,52 @@ def default_workers() -> int:
 
 
 class DaemonPool:
-    """A fixed set of daemon threads completing `concurrent.futures.Future`s.
+    """Daemon threads completing `concurrent.futures.Future`s, started only when no idle
+    one is free and kept for the next run.
 
     Unlike ThreadPoolExecutor, whose threads the interpreter joins at exit, a thread
-    stuck in a step that timed out here does not keep the process alive.
+    stuck in a step that timed out here does not keep the process alive. Reusing the
+    threads across runs also bounds the per-thread database connections they open.
     """
 
-    def __init__(self, size: int, name: str) -> None:
+    def __init__(self, name: str) -> None:
+        self._name = name
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._threads = [
-            threading.Thread(target=self._loop, name=f"{name}-{i}", daemon=True)
-            for i in range(size)
-        ]
-        for thread in self._threads:
-            thread.start()
+        self._lock = threading.Lock()
+        self._idle = 0
+        self._count = 0
 
     def _loop(self) -> None:
         while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            future, fn, args = item
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                future.set_result(fn(*args))
-            except BaseException as exc:
-                future.set_exception(exc)
+            future, fn, args = self._queue.get()
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(*args))
+                except BaseException as exc:
+                    future.set_exception(exc)
+            with self._lock:
+                self._idle += 1
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        """Queue `fn(*args)`; an idle thread is reserved for it, or a new one started, so
+        every submitted call runs at once (the runner bounds how many it submits)."""
         future: Future[Any] = Future()
+        with self._lock:
+            start = self._idle == 0
+            if start:
+                self._count += 1
+            else:
+                self._idle -= 1
+        if start:
+            threading.Thread(
+                target=self._loop, name=f"{self._name}-{self._count}", daemon=True
+            ).start()
         self._queue.put((future, fn, args))
         return future
 
-    def shutdown(self, wait: bool) -> None:
-        for _ in self._threads:
-            self._queue.put(None)
-        if wait:
-            for thread in self._threads:
-                thread.join()
+
+_step_threads = DaemonPool("treadle-step")
+_process_waiters = DaemonPool("treadle-proc")
 
 
 class ThreadExecutor:
@@ -84,15 +90,12 @@ class ThreadExecutor:
 
     name = "local"
 
-    def __init__(
-        self, store: Store, steps: dict[str, Step[Any, Any]], max_workers: int | None = None
-    ) -> None:
+    def __init__(self, store: Store, steps: dict[str, Step[Any, Any]]) -> None:
         self._store = store
         self._steps = steps
-        self._pool = DaemonPool(max_workers or default_workers(), "treadle-step")
 
     def submit(self, task: StepTask) -> Future[StepResult]:
-        return self._pool.submit(worker.execute, task, self._store, self._steps.get(task.node))
+        return _step_threads.submit(worker.execute, task, self._store, self._steps.get(task.node))
 
     def abandon(self, task: StepTask, future: Future[StepResult]) -> None:
         # A thread cannot be stopped from outside; its late result is discarded because
@@ -100,11 +103,16 @@ class ThreadExecutor:
         future.cancel()
 
     def shutdown(self, wait: bool = True) -> None:
-        self._pool.shutdown(wait=wait)
+        """Threads are shared and kept; the runner has already collected every result."""
 
 
 def _worker_main(conn: Any) -> None:
     """A worker process: execute tasks from the pipe until told to stop."""
+    with capture.routing():
+        _serve(conn)
+
+
+def _serve(conn: Any) -> None:
     while True:
         try:
             task = conn.recv()
@@ -143,14 +151,15 @@ class ProcessExecutor:
 
     name = "process"
 
-    def __init__(self, max_workers: int | None = None) -> None:
+    def __init__(self) -> None:
+        import multiprocessing  # only this executor needs it; keep `treadle run` light
+
         methods = multiprocessing.get_all_start_methods()
         self._ctx: Any = multiprocessing.get_context(
             "forkserver" if "forkserver" in methods else "spawn"
         )
         if "forkserver" in methods:
             self._ctx.set_forkserver_preload(["treadle.engine.worker", "treadle.store"])
-        self._threads = DaemonPool(max_workers or default_workers(), "treadle-proc")
         self._idle: list[_Worker] = []
         self._busy: dict[str, _Worker] = {}
         self._lock = threading.Lock()
@@ -177,6 +186,7 @@ class ProcessExecutor:
                 ok=False,
                 error=f"the worker process ended with code {w.proc.exitcode} before reporting",
                 error_line=f"worker process exited with code {w.proc.exitcode}",
+                recorded=False,
             )
         finally:
             with self._lock:
@@ -186,7 +196,7 @@ class ProcessExecutor:
         return result
 
     def submit(self, task: StepTask) -> Future[StepResult]:
-        return self._threads.submit(self._run, task)
+        return _process_waiters.submit(self._run, task)
 
     def abandon(self, task: StepTask, future: Future[StepResult]) -> None:
         with self._lock:
@@ -202,7 +212,6 @@ class ProcessExecutor:
         for w in busy:
             if not wait:
                 w.proc.kill()
-        self._threads.shutdown(wait=wait)
         for w in idle:
             w.stop(kill=False)
 
@@ -210,11 +219,9 @@ class ProcessExecutor:
 EXECUTORS = ("local", "process")
 
 
-def make_executor(
-    name: str, store: Store, steps: dict[str, Step[Any, Any]], max_workers: int | None = None
-) -> Executor:
+def make_executor(name: str, store: Store, steps: dict[str, Step[Any, Any]]) -> Executor:
     if name in ("local", "thread", "threads"):
-        return ThreadExecutor(store, steps, max_workers)
+        return ThreadExecutor(store, steps)
     if name in ("process", "processes"):
-        return ProcessExecutor(max_workers)
+        return ProcessExecutor()
     raise ConfigError(f"unknown executor {name!r}", f"choose one of: {', '.join(EXECUTORS)}")

@@ -35,7 +35,7 @@ from treadle.engine.events import Event, EventSink, ignore
 from treadle.engine.executors import Executor, default_workers, make_executor
 from treadle.engine.loader import find_pipeline
 from treadle.engine.task import ArtifactInput, StepResult, StepTask, TaskInput
-from treadle.errors import ConflictError, InvalidInputError
+from treadle.errors import ConflictError, InvalidInputError, NotFoundError
 from treadle.store import Store, materializers
 from treadle.store.records import LineageEdge, RunRecord, StepRunRecord, new_id
 from treadle.tracking.run import Run, latest_attempts
@@ -62,6 +62,9 @@ class _Unit:
     inputs: dict[str, TaskInput]
     key: str
     attempt: int = 0
+    """The attempt number recorded on the step run; it continues across resumes."""
+    tries: int = 0
+    """Attempts made in this execution, counted against `retries`."""
     task: StepTask | None = None
     future: Future[StepResult] | None = None
     deadline: float | None = None
@@ -83,7 +86,7 @@ class _Execution:
         run: RunRecord,
         executor: Executor,
         options: RunOptions,
-        reuse: dict[str, StepRunRecord],
+        previous: dict[str, StepRunRecord],
     ) -> None:
         self.store = store
         self.graph = traced.graph
@@ -92,7 +95,8 @@ class _Execution:
         self.executor = executor
         self.options = options
         self.emit = options.on_event
-        self.reuse = reuse
+        # a resume reuses what finished and numbers new attempts after the old ones
+        self.previous = previous
         self.workers = options.max_workers or default_workers()
         self.node_units: dict[str, list[_Unit]] = {}
         self.node_outputs: dict[str, dict[str, Any]] = {}
@@ -203,8 +207,10 @@ class _Execution:
         }
 
     def _begin(self, unit: _Unit) -> None:
-        previous = self.reuse.get(unit.name)
-        if previous is not None:
+        previous = self.previous.get(unit.name)
+        if previous is not None and not previous.state.done:
+            unit.attempt = previous.attempt
+        elif previous is not None:
             outputs = self._reuse_outputs(unit, previous)
             if outputs or not unit.node.outputs:
                 self.emit(
@@ -262,6 +268,7 @@ class _Execution:
 
     def _launch(self, unit: _Unit) -> None:
         unit.attempt += 1
+        unit.tries += 1
         unit.retry_at = None
         step = self.steps[unit.node.name]
         unit.task = StepTask(
@@ -316,10 +323,10 @@ class _Execution:
     def _unit_failed(self, unit: _Unit, error_line: str) -> None:
         retries = int(unit.node.options.get("retries") or 0)
         unit.error_line = error_line
-        if unit.attempt <= retries:
+        if unit.tries <= retries:
             delay = float(unit.node.options.get("retry_delay", 1.0)) * float(
                 unit.node.options.get("retry_backoff", 2.0)
-            ) ** (unit.attempt - 1)
+            ) ** (unit.tries - 1)
             unit.retry_at = time.monotonic() + delay
             self.waiting_retry.append(unit)
             self.emit(
@@ -353,14 +360,16 @@ class _Execution:
         try:
             result = future.result()
         except Exception as exc:  # the executor itself failed, not the step
-            line = traceback.format_exception_only(exc)[-1].strip()
-            self.store.runs.finish_step(
+            result = StepResult(
                 unit.task.step_run_id,
-                StepState.FAILED,
-                at=time.time(),
+                unit.name,
+                ok=False,
                 error="".join(traceback.format_exception(exc)),
+                error_line=traceback.format_exception_only(exc)[-1].strip(),
+                recorded=False,
             )
-            result = StepResult(unit.task.step_run_id, unit.name, ok=False, error_line=line)
+        if not result.recorded:
+            self._record_failure(unit, result.error or result.error_line or "failed")
         if result.ok:
             self.emit(
                 Event(
@@ -375,6 +384,35 @@ class _Execution:
             self._unit_succeeded(unit, result.outputs)
         else:
             self._unit_failed(unit, result.error_line or "failed")
+
+    def _record_failure(self, unit: _Unit, error: str) -> None:
+        """Record a failure the worker could not: end its step run, or create one if the
+        worker died before it started."""
+        assert unit.task is not None
+        task = unit.task
+        if self.store.runs.finish_step(
+            task.step_run_id, StepState.FAILED, at=time.time(), error=error
+        ):
+            return
+        try:
+            self.store.runs.get_step(task.step_run_id)
+        except NotFoundError:
+            now = time.time()
+            self.store.runs.add_step(
+                StepRunRecord(
+                    id=task.step_run_id,
+                    run_id=task.run_id,
+                    project_id=task.project_id,
+                    node=task.unit,
+                    step_name=task.step_name,
+                    attempt=task.attempt,
+                    state=StepState.FAILED,
+                    started_at=now,
+                    ended_at=now,
+                    cache_key=task.cache_key,
+                    error=error,
+                )
+            )
 
     def _expire(self, now: float) -> None:
         for future, unit in list(self.running.items()):
@@ -442,13 +480,11 @@ def _execute(
     store: Store,
     traced: Traced,
     run: RunRecord,
+    executor: Executor,
     options: RunOptions,
-    reuse: dict[str, StepRunRecord],
+    previous: dict[str, StepRunRecord],
 ) -> Run:
-    executor = make_executor(
-        options.executor or store.settings.executor, store, traced.steps, options.max_workers
-    )
-    execution = _Execution(store, traced, run, executor, options, reuse)
+    execution = _Execution(store, traced, run, executor, options, previous)
     options.on_event(
         Event(
             "run_started",
@@ -530,9 +566,11 @@ def run_pipeline(
         created_at=now,
         started_at=now,
     )
+    # an unknown executor is refused before anything is recorded
+    executor = make_executor(run.executor, store, traced.steps)
     store.runs.create_run(run)
     store.tracking.log_params(run.id, {k: format_param(v) for k, v in resolved.items()})
-    return _execute(store, traced, run, options, reuse={})
+    return _execute(store, traced, run, executor, options, previous={})
 
 
 def resume_run(
@@ -559,7 +597,11 @@ def resume_run(
     _, version = store.pipelines.get_version(run.pipeline_version_id)
     if pipeline is None:
         pipeline, _ = find_pipeline(version.source)
-    params = pipeline.parse_params(store.tracking.get_params(run.id))
+    # steps may have logged params of their own; only the pipeline's are re-applied
+    recorded = store.tracking.get_params(run.id)
+    params = pipeline.parse_params(
+        {k: v for k, v in recorded.items() if k in pipeline.signature.parameters}
+    )
     traced = pipeline.build(**params)
     if version_hash(traced.graph) != version.hash:
         options.on_event(
@@ -570,7 +612,9 @@ def resume_run(
                 "this run started; unfinished steps run the current code",
             )
         )
+    executor = make_executor(options.executor or run.executor, store, traced.steps)
     previous = latest_attempts(store.runs.list_steps(run.id))
-    reuse = {u: s for u, s in previous.items() if s.state.done}
     record = store.runs.set_run_state(run.id, RunState.RUNNING, at=time.time(), restart=True)
-    return _execute(store, traced, record, dataclasses.replace(options, name=None), reuse)
+    return _execute(
+        store, traced, record, executor, dataclasses.replace(options, name=None), previous
+    )

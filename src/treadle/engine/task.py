@@ -64,3 +64,5 @@ class StepResult:
     error: str | None = None
     error_line: str | None = None
     """The last line of the traceback, e.g. "ValueError: bad data"."""
+    recorded: bool = True
+    """False when the worker could not record the outcome itself (its process died)."""

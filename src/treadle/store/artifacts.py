@@ -136,7 +136,8 @@ class ArtifactStore:
         sha = hashlib.sha256(data).hexdigest()
         if self._local:
             final = self._object_path(sha)
-            if not os.path.exists(final):
+            # an object that exists but no longer matches its address is replaced
+            if not os.path.exists(final) or _hash_file(final) != sha:
                 fd, tmp = tempfile.mkstemp(dir=self.root / "tmp", prefix="w-")
                 try:
                     with os.fdopen(fd, "wb") as f:
@@ -157,8 +158,8 @@ class ArtifactStore:
 
     def _publish_local(self, tmp: str, sha: str) -> None:
         final = self._object_path(sha)
-        if os.path.exists(final):
-            return  # same content is already there; objects are immutable
+        if os.path.exists(final) and _hash_file(final) == sha:
+            return  # the same content is already there; objects are immutable
         os.makedirs(os.path.dirname(final), exist_ok=True)
         os.chmod(tmp, 0o444)
         os.replace(tmp, final)
@@ -186,7 +187,8 @@ class ArtifactStore:
         actual = hashlib.sha256(data).hexdigest()
         if actual != sha:
             raise CorruptArtifactError(
-                f"artifact object {sha[:12]} is corrupt: its bytes hash to {actual[:12]}"
+                f"artifact object {path} is corrupt: its bytes hash to {actual[:12]}, "
+                f"not {sha[:12]}"
             )
         return bytes(data)
 
@@ -203,7 +205,8 @@ class ArtifactStore:
             actual = _hash_file(str(path))
             if actual != sha:
                 raise CorruptArtifactError(
-                    f"artifact object {sha[:12]} is corrupt: its bytes hash to {actual[:12]}"
+                    f"artifact object {path} is corrupt: its bytes hash to {actual[:12]}, "
+                    f"not {sha[:12]}"
                 )
             return path
         # a private cache per user; a copy found there is trusted only after re-hashing it

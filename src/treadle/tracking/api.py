@@ -19,7 +19,7 @@ from treadle.errors import InvalidInputError, TreadleError
 from treadle.store import Store, materializers, open_store
 from treadle.store.records import ArtifactRecord, LineageEdge, RunRecord, new_id
 from treadle.tracking.context import ActiveRun, activate, active, as_metric_value, deactivate
-from treadle.tracking.run import Run
+from treadle.tracking.run import LOGGED, Run
 from treadle.types import ArtifactKind, RunState
 
 MAX_KEY = 250
@@ -101,7 +101,7 @@ def log_artifact(value: Any, name: str | None = None, *, kind: str | None = None
         producer_step_run_id=run.step_run_id,
     )
     edges = (
-        [LineageEdge(record.id, run.step_run_id, "output", f"logged:{name}")]
+        [LineageEdge(record.id, run.step_run_id, "output", f"{LOGGED}{name}")]
         if run.step_run_id
         else []
     )

@@ -9,6 +9,9 @@ from treadle.store import Store, materializers
 from treadle.store.records import ArtifactRecord, MetricRecord, RunRecord, StepRunRecord
 from treadle.types import RunState
 
+LOGGED = "logged:"
+"""Edge-name prefix of artifacts a step logged with `log_artifact` (not its outputs)."""
+
 
 def output_key(node: str, output: str, single: bool) -> str:
     return node if single and output == "output" else f"{node}.{output}"
@@ -42,11 +45,15 @@ class Outputs(Mapping[str, Any]):
             for sr, name, art in rows:
                 if latest.get(sr.node) is not None and latest[sr.node].id == sr.id:
                     per_node.setdefault(sr.node, []).append((name, art))
-            self._records = {
-                output_key(node, name, len(items) == 1): art
-                for node, items in per_node.items()
-                for name, art in items
-            }
+            records: dict[str, ArtifactRecord] = {}
+            for node, items in per_node.items():
+                declared = [name for name, _ in items if not name.startswith(LOGGED)]
+                for name, art in items:
+                    if name.startswith(LOGGED):
+                        records[f"{node}.{name.removeprefix(LOGGED)}"] = art
+                    else:
+                        records[output_key(node, name, len(declared) == 1)] = art
+            self._records = records
         return self._records
 
     def load(self, key: str, *, allow_pickle: bool = False) -> Any:

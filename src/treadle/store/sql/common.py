@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import astuple
 from typing import Any
 
 from treadle.errors import InvalidInputError, NotFoundError
@@ -72,7 +71,7 @@ def insert_artifacts(conn: Connection, artifacts: Sequence[ArtifactRecord]) -> N
     if artifacts:
         conn.executemany(
             _INSERT_ARTIFACT,
-            [dict(zip(ARTIFACT_FIELDS, astuple(a), strict=True)) for a in artifacts],
+            [{f: getattr(a, f) for f in ARTIFACT_FIELDS} for a in artifacts],
         )
 
 
@@ -94,6 +93,18 @@ def insert_edges(conn: Connection, edges: Sequence[LineageEdge]) -> None:
 
 def artifact_from_row(row: Row) -> ArtifactRecord:
     return ArtifactRecord(**{f: row[f] for f in ARTIFACT_FIELDS})
+
+
+LIST_HINTS = {
+    "run": "list them with `treadle runs list`",
+    "artifact": "find the run with `treadle runs list`, then `treadle artifacts list RUN_ID`",
+}
+
+
+LIST_HINTS = {
+    "run": "list them with `treadle runs list`",
+    "artifact": "find the run with `treadle runs list`, then `treadle artifacts list RUN_ID`",
+}
 
 
 def resolve_id(
@@ -122,9 +133,7 @@ def resolve_id(
             {**args, "prefix": given + "%"},
         )
     if not rows:
-        raise NotFoundError(
-            f"no {noun} with id {given!r}", f"list them with `treadle {noun}s list`"
-        )
+        raise NotFoundError(f"no {noun} with id {given!r}", LIST_HINTS.get(noun))
     if len(rows) > 1:
         raise InvalidInputError(
             f"{noun} id prefix {given!r} is ambiguous", "give more characters of the id"
