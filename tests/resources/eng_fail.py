@@ -34,3 +34,13 @@ def failing() -> None:
     value = source()
     downstream(explode(value))
     side(value)
+
+
+@step
+def wrong_arity() -> tuple[int, int]:
+    return 1  # type: ignore[return-value]
+
+
+@pipeline
+def arity() -> None:
+    wrong_arity()

@@ -61,3 +61,22 @@ def finish(x: int) -> int:
 @pipeline
 def resumable(counter: str = "", fail_times: int = 1) -> None:
     finish(shaky(prepare(counter), counter, fail_times))
+
+
+@step
+def fragile_item(x: int, workdir: str, bad: int) -> int:
+    marker = Path(workdir) / f"item-{x}"
+    _count_execution(str(marker))
+    if x == bad and marker.read_text().count("ran") == 1:
+        raise RuntimeError(f"item {x} fails on its first run")
+    return x * 10
+
+
+@step
+def add_up(values: list[int]) -> int:
+    return sum(values)
+
+
+@pipeline
+def fan_resume(workdir: str = "", bad: int = 2) -> None:
+    add_up(fragile_item.map(x=[1, 2, 3], workdir=workdir, bad=bad))

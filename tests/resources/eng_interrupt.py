@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ def quick(workdir: str) -> int:
 
 @step
 def sleepy(x: int, workdir: str) -> int:
+    (Path(workdir) / "sleepy.pid").write_text(str(os.getpid()))
     seconds = float((Path(workdir) / "sleep_seconds").read_text())
     time.sleep(seconds)
     return x + 1

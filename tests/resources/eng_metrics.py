@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from treadle import Metrics, log_metric, log_param, pipeline, step
 
 
@@ -23,3 +25,15 @@ def evaluate(loss: float) -> Metrics:
 @pipeline
 def metrics_flow(epochs: int = 4) -> None:
     evaluate(train(epochs))
+
+
+@step
+def gate(loss: float, flag_file: str) -> float:
+    if not Path(flag_file).exists():
+        raise RuntimeError("the gate is closed")
+    return loss
+
+
+@pipeline
+def train_then_gate(epochs: int = 2, flag_file: str = "") -> None:
+    gate(train(epochs), flag_file)

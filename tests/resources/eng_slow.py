@@ -1,4 +1,4 @@
-"""A step that sleeps past its timeout and records its process id."""
+"""A step that sleeps past its timeout, recording its process id and when it wakes."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ def nap(seconds: float, pid_file: str) -> float:
     if pid_file:
         Path(pid_file).write_text(str(os.getpid()))
     time.sleep(seconds)
+    if pid_file:
+        Path(pid_file + ".done").write_text("slept")
     return seconds
 
 
