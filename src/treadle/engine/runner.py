@@ -399,19 +399,7 @@ class _Execution:
         except NotFoundError:
             now = time.time()
             self.store.runs.add_step(
-                StepRunRecord(
-                    id=task.step_run_id,
-                    run_id=task.run_id,
-                    project_id=task.project_id,
-                    node=task.unit,
-                    step_name=task.step_name,
-                    attempt=task.attempt,
-                    state=StepState.FAILED,
-                    started_at=now,
-                    ended_at=now,
-                    cache_key=task.cache_key,
-                    error=error,
-                )
+                task.step_run(StepState.FAILED, now, ended_at=now, error=error)
             )
 
     def _expire(self, now: float) -> None:

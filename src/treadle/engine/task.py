@@ -7,6 +7,8 @@ import dataclasses
 from typing import Any
 
 from treadle.config import Settings
+from treadle.store.records import StepRunRecord
+from treadle.types import StepState
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +55,21 @@ class StepTask:
     cache_key: str | None
     allow_pickle: bool
     settings: Settings
+
+    def step_run(self, state: StepState, at: float, **changes: Any) -> StepRunRecord:
+        """The step-run record of this attempt in `state`, started at `at`."""
+        return StepRunRecord(
+            id=self.step_run_id,
+            run_id=self.run_id,
+            project_id=self.project_id,
+            node=self.unit,
+            step_name=self.step_name,
+            attempt=self.attempt,
+            state=state,
+            started_at=at,
+            cache_key=self.cache_key,
+            **changes,
+        )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,7 +14,7 @@ from treadle.engine.loader import import_step
 from treadle.engine.task import ArtifactInput, StepResult, StepTask, TaskInput
 from treadle.errors import InvalidInputError
 from treadle.store import Store, materializers
-from treadle.store.records import ArtifactRecord, LineageEdge, StepRunRecord, new_id
+from treadle.store.records import ArtifactRecord, LineageEdge, new_id
 from treadle.tracking.context import ActiveRun, activate, deactivate
 from treadle.types import ArtifactKind, StepState
 
@@ -60,19 +60,7 @@ def execute(task: StepTask, store: Store, step: Step[Any, Any] | None = None) ->
     """Run one attempt of one step and record it. Never raises for a failure of the
     step itself: the failure is recorded and returned."""
     started = time.time()
-    store.runs.start_step(
-        StepRunRecord(
-            id=task.step_run_id,
-            run_id=task.run_id,
-            project_id=task.project_id,
-            node=task.unit,
-            step_name=task.step_name,
-            attempt=task.attempt,
-            state=StepState.RUNNING,
-            started_at=started,
-            cache_key=task.cache_key,
-        )
-    )
+    store.runs.start_step(task.step_run(StepState.RUNNING, started))
     edges = [
         LineageEdge(a.artifact_id, task.step_run_id, "input", name)
         for name, value in task.inputs.items()
