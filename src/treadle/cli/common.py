@@ -63,6 +63,22 @@ def seconds(value: float | None) -> str:
     return f"{value / 60:.1f}m"
 
 
+_BARS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float], width: int = 40) -> str:
+    """A metric's history as a row of bars: the shape of a curve in one line."""
+    finite = [v for v in values if v == v and abs(v) != float("inf")]
+    if len(finite) < 2:
+        return ""
+    if len(finite) > width:  # keep the last value of each of `width` buckets
+        step = len(finite) / width
+        finite = [finite[min(len(finite) - 1, int((i + 1) * step) - 1)] for i in range(width)]
+    low, high = min(finite), max(finite)
+    span = (high - low) or 1.0
+    return "".join(_BARS[int((v - low) / span * (len(_BARS) - 1))] for v in finite)
+
+
 STATE_STYLE = {
     "SUCCEEDED": "green",
     "CACHED": "cyan",

@@ -81,9 +81,20 @@ def show(run_id: Annotated[str, typer.Argument(help="Run id or a unique prefix."
     params = store.tracking.get_params(run.id)
     if params:
         console.print("params     " + ", ".join(f"{k}={v}" for k, v in params.items()))
-    metrics = store.tracking.latest_metrics(run.id)
-    if metrics:
-        console.print("metrics    " + ", ".join(f"{k}={v:.6g}" for k, v in metrics.items()))
+    history: dict[str, list[float]] = {}
+    for m in store.tracking.metric_history(run.id):
+        history.setdefault(m.key, []).append(m.value)
+    for key, values in history.items():
+        line = common.sparkline(values)
+        console.print(
+            f"metric     {key}={values[-1]:.6g}"
+            + (
+                f"  [cyan]{line}[/] ({len(values)} values, min {min(values):.4g}, "
+                f"max {max(values):.4g})"
+                if line
+                else ""
+            )
+        )
     if run.error:
         console.print(f"[red]error      {run.error.strip().splitlines()[-1]}[/]")
     outputs: dict[str, list[str]] = {}
@@ -101,7 +112,8 @@ def show(run_id: Annotated[str, typer.Argument(help="Run id or a unique prefix."
             common.seconds(s.duration),
             ", ".join(outputs.get(s.id, [])),
         )
-    console.print(table)
+    if latest:
+        console.print(table)
 
 
 @app.command()
@@ -134,6 +146,48 @@ def logs(
             console.out(s.error, highlight=False)
         if not log_uri and not s.error:
             console.print("[dim](no output)[/]")
+
+
+@app.command()
+def metrics(
+    run_id: Annotated[str, typer.Argument(help="Run id or a unique prefix.")],
+    key: Annotated[str | None, typer.Argument(help="One metric; all when left out.")] = None,
+) -> None:
+    """Print metric histories: a sparkline per metric, or every value of one metric."""
+    from rich.table import Table
+
+    store = common.store()
+    run = store.runs.get_run(run_id, common.project_id())
+    records = store.tracking.metric_history(run.id, key)
+    if not records:
+        raise NotFoundError(
+            f"run {run.id[:8]} has no metric {key!r}"
+            if key
+            else f"run {run.id[:8]} has no metrics",
+            "see what it logged with `treadle runs show`",
+        )
+    console = common.console()
+    if key is None:
+        history: dict[str, list[float]] = {}
+        for m in records:
+            history.setdefault(m.key, []).append(m.value)
+        table = Table("metric", "last", "min", "max", "values", "history")
+        for name, values in history.items():
+            table.add_row(
+                name,
+                f"{values[-1]:.6g}",
+                f"{min(values):.6g}",
+                f"{max(values):.6g}",
+                str(len(values)),
+                f"[cyan]{common.sparkline(values, 60)}[/]",
+            )
+        console.print(table)
+        return
+    table = Table("step", "value", "time")
+    for m in records:
+        table.add_row(str(m.step), f"{m.value:.6g}", common.when(m.timestamp))
+    console.print(f"{key}  [cyan]{common.sparkline([m.value for m in records], 60)}[/]")
+    console.print(table)
 
 
 @app.command()
