@@ -64,15 +64,3 @@ class CorruptArtifactError(TreadleError):
 
     http_status = 500
     default_hint = "delete the file and re-run the step that produced it with --no-cache"
-
-
-class StepFailedError(TreadleError):
-    """A step raised; the run is left FAILED and can be resumed."""
-
-    http_status = 500
-
-
-class RunInterruptedError(TreadleError):
-    """The run was stopped (Ctrl-C); it is left CANCELLED and can be resumed."""
-
-    http_status = 409

@@ -61,6 +61,3 @@ Dataset = Annotated[Any, ArtifactKind.DATASET]
 
 Report = Annotated[Any, ArtifactKind.REPORT]
 """A human-readable result such as an HTML or Markdown document."""
-
-
-JSONValue = Any

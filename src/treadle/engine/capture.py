@@ -21,9 +21,8 @@ _originals: tuple[TextIO, TextIO] | None = None
 
 
 class _RoutingStream(io.TextIOBase):
-    def __init__(self, fallback: TextIO, tag: str) -> None:
+    def __init__(self, fallback: TextIO) -> None:
         self._fallback = fallback
-        self._tag = tag
 
     def _target(self) -> Any:
         buf = getattr(_local, "buffer", None)
@@ -59,8 +58,8 @@ def routing() -> Iterator[None]:
     with _install_lock:
         if _installs == 0:
             _originals = (sys.stdout, sys.stderr)
-            sys.stdout = _RoutingStream(sys.stdout, "stdout")
-            sys.stderr = _RoutingStream(sys.stderr, "stderr")
+            sys.stdout = _RoutingStream(sys.stdout)
+            sys.stderr = _RoutingStream(sys.stderr)
         _installs += 1
     try:
         yield

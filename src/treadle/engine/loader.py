@@ -46,7 +46,7 @@ def load_file(path: Path, module_name: str | None = None) -> ModuleType:
 def find_pipeline(target: str) -> tuple[Pipeline[Any, Any], str | None]:
     """`path/to/file.py`, `path/to/file.py:name` or `package.module:name` -> the pipeline
     and the file it came from."""
-    location, _, attr = target.partition(":") if not _is_windows_drive(target) else (target, "", "")
+    location, _, attr = target.partition(":")
     if location.endswith(".py") or Path(location).is_file():
         path = Path(location)
         if not path.is_file():
@@ -83,10 +83,6 @@ def find_pipeline(target: str) -> tuple[Pipeline[Any, Any], str | None]:
         f"{location} defines several pipelines: {', '.join(sorted(candidates))}",
         f"name one: {location}:{sorted(candidates)[0]}",
     )
-
-
-def _is_windows_drive(target: str) -> bool:
-    return len(target) > 1 and target[1] == ":" and target[0].isalpha() and "\\" in target
 
 
 def import_step(ref: str, source_file: str | None) -> Step[Any, Any]:

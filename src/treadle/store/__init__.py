@@ -13,6 +13,13 @@ from treadle.config import Settings
 from treadle.store.artifacts import ArtifactStore
 from treadle.store.db import Database, connect
 from treadle.store.migrate import ensure_schema
+from treadle.store.protocols import (
+    ArtifactCatalog,
+    PipelineStore,
+    ProjectStore,
+    RunStore,
+    TrackingStore,
+)
 from treadle.store.sql.artifacts import SqlArtifactCatalog
 from treadle.store.sql.pipelines import SqlPipelineStore
 from treadle.store.sql.projects import SqlProjectStore
@@ -27,11 +34,11 @@ class Store:
     settings: Settings
     db: Database
     objects: ArtifactStore
-    projects: SqlProjectStore
-    pipelines: SqlPipelineStore
-    runs: SqlRunStore
-    artifacts: SqlArtifactCatalog
-    tracking: SqlTrackingStore
+    projects: ProjectStore
+    pipelines: PipelineStore
+    runs: RunStore
+    artifacts: ArtifactCatalog
+    tracking: TrackingStore
 
     def close(self) -> None:
         self.db.close()

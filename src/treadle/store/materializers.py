@@ -191,8 +191,6 @@ _LOADERS: dict[str, Callable[[ArtifactStore, str], Any]] = {
     "pickle": _load_pickle,
 }
 
-MATERIALIZERS = tuple(_LOADERS)
-
 
 def load(materializer: str, sha: str, objects: ArtifactStore, *, allow_pickle: bool) -> Any:
     """Read a value back, verifying its hash. Pickles load only when `allow_pickle`."""

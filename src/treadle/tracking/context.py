@@ -63,7 +63,6 @@ class ActiveRun:
     step_run_id: str | None
     node: str | None
     metrics: MetricBuffer
-    extra_artifacts: list[Any] = dataclasses.field(default_factory=list)
 
     @classmethod
     def open(

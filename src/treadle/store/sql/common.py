@@ -139,13 +139,3 @@ def resolve_id(
             f"{noun} id prefix {given!r} is ambiguous", "give more characters of the id"
         )
     return rows[0]
-
-
-def as_dicts(rows: Sequence[Row]) -> list[dict[str, Any]]:
-    return [dict(r) for r in rows]
-
-
-def placeholders(prefix: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
-    """`:p0, :p1, ...` and their values, for an IN (...) list."""
-    names = [f"{prefix}{i}" for i in range(len(values))]
-    return ", ".join(":" + n for n in names), dict(zip(names, values, strict=True))
