@@ -192,6 +192,10 @@ _LOADERS: dict[str, Callable[[ArtifactStore, str], Any]] = {
 }
 
 
+MATERIALIZERS = tuple(_LOADERS)
+"""The names a stored artifact's `materializer` field may hold."""
+
+
 def load(materializer: str, sha: str, objects: ArtifactStore, *, allow_pickle: bool) -> Any:
     """Read a value back, verifying its hash. Pickles load only when `allow_pickle`."""
     if materializer == "pickle" and not allow_pickle:
