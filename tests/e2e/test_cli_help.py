@@ -29,6 +29,7 @@ GROUPS = {
         "list": "List runs",
         "show": "Show a run",
         "logs": "Print what each step wrote",
+        "metrics": "Print metric histories",
         "compare": "Compare runs",
         "resume": "Re-run only the steps of a run that did not finish",
     },

@@ -84,17 +84,15 @@ def show(run_id: Annotated[str, typer.Argument(help="Run id or a unique prefix."
     history: dict[str, list[float]] = {}
     for m in store.tracking.metric_history(run.id):
         history.setdefault(m.key, []).append(m.value)
+    if history:
+        console.print("metrics    " + ", ".join(f"{k}={v[-1]:.6g}" for k, v in history.items()))
     for key, values in history.items():
         line = common.sparkline(values)
-        console.print(
-            f"metric     {key}={values[-1]:.6g}"
-            + (
-                f"  [cyan]{line}[/] ({len(values)} values, min {min(values):.4g}, "
-                f"max {max(values):.4g})"
-                if line
-                else ""
+        if line:
+            console.print(
+                f"  {key:<9} [cyan]{line}[/] ({len(values)} values, "
+                f"min {min(values):.4g}, max {max(values):.4g})"
             )
-        )
     if run.error:
         console.print(f"[red]error      {run.error.strip().splitlines()[-1]}[/]")
     outputs: dict[str, list[str]] = {}
