@@ -23,6 +23,10 @@ ROOT = {
     "experiments": "List experiments",
     "artifacts": "List the artifacts of runs",
     "db": "Manage the metadata database schema",
+    "models": "Registered models, their versions and aliases",
+    "serve": "Serve a registered model over HTTP",
+    "deploy": "Create or change a managed deployment",
+    "deployments": "Managed deployments: revisions, traffic, rollback",
 }
 GROUPS = {
     "runs": {

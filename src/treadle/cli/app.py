@@ -6,15 +6,17 @@ import sys
 
 import typer
 
-from treadle.cli import artifacts, db, experiments, runs
+from treadle.cli import artifacts, db, deployments, experiments, models, runs
 from treadle.cli.common import err_console
 from treadle.cli.lineage import lineage
 from treadle.cli.run import run
+from treadle.cli.serve import deploy, serve
 from treadle.errors import TreadleError
 
 app = typer.Typer(
     name="treadle",
-    help="Pipelines that run locally, cached, resumable and tracked.\n\n"
+    help="Pipelines that run locally, cached, resumable and tracked; a model registry; "
+    "model servers.\n\n"
     "Settings come from TREADLE_HOME (default ~/.treadle), TREADLE_DB_URL and "
     "TREADLE_ARTIFACT_URL. Add --debug to any command for a full traceback.",
     no_args_is_help=True,
@@ -26,6 +28,10 @@ app.command()(lineage)
 app.add_typer(runs.app, name="runs")
 app.add_typer(experiments.app, name="experiments")
 app.add_typer(artifacts.app, name="artifacts")
+app.add_typer(models.app, name="models")
+app.command()(serve)
+app.command()(deploy)
+app.add_typer(deployments.app, name="deployments")
 app.add_typer(db.app, name="db")
 
 

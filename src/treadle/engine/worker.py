@@ -66,7 +66,8 @@ def execute(task: StepTask, store: Store, step: Step[Any, Any] | None = None) ->
         for name, value in task.inputs.items()
         for a in value.artifacts()
     ]
-    ctx = ActiveRun.open(store, task.run_id, task.project_id, task.step_run_id, task.unit)
+    hashes = tuple(a.sha256 for value in task.inputs.values() for a in value.artifacts())
+    ctx = ActiveRun.open(store, task.run_id, task.project_id, task.step_run_id, task.unit, hashes)
     log_text = ""
     try:
         with capture() as buf:

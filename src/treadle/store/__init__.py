@@ -1,7 +1,8 @@
 """Metadata and artifact storage.
 
 `open_store(settings)` gives a `Store`: the metadata database (runs, steps, artifacts,
-lineage, params, metrics) and the content-addressed object store, migrated and ready.
+lineage, params, metrics, registered models, deployments) and the content-addressed
+object store, migrated and ready.
 """
 
 from __future__ import annotations
@@ -15,14 +16,18 @@ from treadle.store.db import Database, connect
 from treadle.store.migrate import ensure_schema
 from treadle.store.protocols import (
     ArtifactCatalog,
+    DeploymentStore,
+    ModelRegistryStore,
     PipelineStore,
     ProjectStore,
     RunStore,
     TrackingStore,
 )
 from treadle.store.sql.artifacts import SqlArtifactCatalog
+from treadle.store.sql.deployments import SqlDeploymentStore
 from treadle.store.sql.pipelines import SqlPipelineStore
 from treadle.store.sql.projects import SqlProjectStore
+from treadle.store.sql.registry import SqlModelRegistryStore
 from treadle.store.sql.runs import SqlRunStore
 from treadle.store.sql.tracking import SqlTrackingStore
 
@@ -39,6 +44,8 @@ class Store:
     runs: RunStore
     artifacts: ArtifactCatalog
     tracking: TrackingStore
+    models: ModelRegistryStore
+    deployments: DeploymentStore
 
     def close(self) -> None:
         self.db.close()
@@ -58,6 +65,8 @@ def open_store(settings: Settings, *, migrate: bool = True) -> Store:
         runs=SqlRunStore(db),
         artifacts=SqlArtifactCatalog(db),
         tracking=SqlTrackingStore(db),
+        models=SqlModelRegistryStore(db),
+        deployments=SqlDeploymentStore(db),
     )
 
 

@@ -151,3 +151,84 @@ class MetricRecord:
     step: int
     timestamp: float
     step_run_id: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class RegisteredModelRecord:
+    """A named model in a project; its versions are numbered 1, 2, 3…"""
+
+    id: str
+    project_id: str
+    name: str
+    description: str
+    created_at: float
+    created_by: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelVersionRecord:
+    """One immutable registration of a model: a packaged manifest and where it came from."""
+
+    id: str
+    model_id: str
+    version: int
+    flavor: str
+    manifest_sha: str
+    signature: dict[str, Any]
+    metrics: dict[str, float]
+    run_id: str | None
+    step_run_id: str | None
+    trusted: bool
+    created_at: float
+    created_by: str
+    description: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class AliasRecord:
+    """A movable name (`prod`, `staging`) for one version of a model."""
+
+    model_id: str
+    alias: str
+    version_id: str
+    version: int
+    updated_at: float
+    updated_by: str
+
+
+@dataclasses.dataclass(frozen=True)
+class AliasEventRecord:
+    """An alias set (`from_version` None), moved, or deleted (`to_version` None)."""
+
+    id: int
+    model_id: str
+    alias: str
+    from_version: int | None
+    to_version: int | None
+    at: float
+    by: str
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class DeploymentRecord:
+    id: str
+    project_id: str
+    name: str
+    model_id: str
+    spec: dict[str, Any]
+    created_at: float
+    created_by: str
+
+
+@dataclasses.dataclass(frozen=True)
+class DeploymentRevisionRecord:
+    """What a deployment serves from revision `number` on: its targets (versions, weights)."""
+
+    id: str
+    deployment_id: str
+    number: int
+    targets: list[dict[str, Any]]
+    reason: str
+    created_at: float
+    created_by: str

@@ -63,6 +63,8 @@ class ActiveRun:
     step_run_id: str | None
     node: str | None
     metrics: MetricBuffer
+    input_hashes: tuple[str, ...] = ()
+    """sha256 of every artifact the current step read (what a model was trained on)."""
 
     @classmethod
     def open(
@@ -72,10 +74,10 @@ class ActiveRun:
         project_id: str,
         step_run_id: str | None = None,
         node: str | None = None,
+        input_hashes: tuple[str, ...] = (),
     ) -> ActiveRun:
-        return cls(
-            store, run_id, project_id, step_run_id, node, MetricBuffer(store, run_id, step_run_id)
-        )
+        buffer = MetricBuffer(store, run_id, step_run_id)
+        return cls(store, run_id, project_id, step_run_id, node, buffer, input_hashes)
 
 
 _active: contextvars.ContextVar[ActiveRun | None] = contextvars.ContextVar(

@@ -20,8 +20,18 @@ from treadle.config import Settings
 from treadle.errors import StoreUnavailableError
 from treadle.store import open_store
 from treadle.store.db import connect
-from treadle.store.migrate import HEAD_REVISION, current_revision, ensure_schema, script_head
+from treadle.store.migrate import (
+    HEAD_REVISION,
+    current_revision,
+    ensure_schema,
+    script_head,
+    upgrade,
+)
+from treadle.store.records import RunRecord, new_id
+from treadle.store.sql.projects import SqlProjectStore
+from treadle.store.sql.runs import SqlRunStore
 from treadle.store.sql.tables import metadata
+from treadle.types import RunState
 
 PG_ADMIN_URL = os.environ.get(
     "TREADLE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -101,6 +111,68 @@ def test_sqlite_schema_drift_is_detected(tmp_path: Path) -> None:
         db.close()
     diff = schema_diff(url)
     assert [(d[0], d[2], d[3].name) for d in diff] == [("remove_column", "runs", "stray")]
+
+
+def _database_at_0001_with_a_run(url: str) -> RunRecord:
+    """A database as treadle 0001 left it: schema at revision 0001 and one run recorded."""
+    db = connect(url)
+    try:
+        assert upgrade(db, "0001") == "0001"
+        project = SqlProjectStore(db).ensure_project("old", "alice")
+        experiment = SqlProjectStore(db).ensure_experiment(project.id, "default", "alice")
+        run = RunRecord(
+            id=new_id(),
+            project_id=project.id,
+            experiment_id=experiment.id,
+            pipeline_version_id=None,
+            name="before-the-registry",
+            state=RunState.SUCCEEDED,
+            created_by="alice",
+            executor="local",
+            attempt=1,
+            created_at=1_700_000_000.5,
+            started_at=1_700_000_001.0,
+            ended_at=1_700_000_002.0,
+        )
+        SqlRunStore(db).create_run(run)
+        assert "registered_models" not in table_columns(url)
+    finally:
+        db.close()
+    return run
+
+
+def _check_open_store_upgrades_from_0001(url: str, home: Path) -> None:
+    run = _database_at_0001_with_a_run(url)
+
+    store = open_store(Settings(home=home, db_url=url, artifact_url=str(home / "artifacts")))
+    try:
+        assert current_revision(store.db) == HEAD_REVISION == "0002"
+        assert store.runs.get_run(run.id) == run
+        model = store.models.ensure_model(run.project_id, "iris", "alice")
+        version = store.models.add_version(
+            model.id,
+            flavor="sklearn",
+            manifest_sha="ab" * 32,
+            signature={},
+            metrics={},
+            run_id=run.id,
+            step_run_id=None,
+            trusted=True,
+            user="alice",
+        )
+        assert store.models.get_version(model.id, 1) == version
+    finally:
+        store.close()
+
+    assert table_columns(url) == expected_columns()
+    assert schema_diff(url) == []
+
+
+def test_sqlite_database_at_0001_upgrades_when_opened_and_keeps_its_runs(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "home"
+    _check_open_store_upgrades_from_0001(f"sqlite:///{home / 'treadle.db'}", home)
 
 
 _OPEN_EXISTING = textwrap.dedent(
@@ -208,3 +280,10 @@ def test_failed_migration_does_not_show_the_password(pg_database: str) -> None:
         db.close()
     assert "postgres:***@" in str(caught.value)
     assert "s3cr3t" not in str(caught.value)
+
+
+@pytest.mark.postgres
+def test_postgresql_database_at_0001_upgrades_when_opened_and_keeps_its_runs(
+    pg_database: str, tmp_path: Path
+) -> None:
+    _check_open_store_upgrades_from_0001(pg_database, tmp_path / "home")

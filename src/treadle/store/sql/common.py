@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,6 +25,26 @@ def check_length(value: str, limit: int, what: str) -> str:
             else f"{what} must not be empty"
         )
     return value
+
+
+def to_json(value: Any, what: str) -> str:
+    """JSON text for a column; a value JSON cannot hold is the caller's mistake."""
+    try:
+        return json.dumps(value, sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(
+            f"{what} cannot be stored as JSON: {exc}",
+            "use only dicts, lists, strings, numbers, booleans and None",
+        ) from exc
+
+
+def lock_row(conn: Connection, dialect: str, table: str, row_id: str) -> Row | None:
+    """Read one row by id inside a write transaction, holding it until the transaction ends,
+    so writers that derive the next number from it queue instead of racing. SQLite needs no
+    row lock: its BEGIN IMMEDIATE already gave this writer the whole database."""
+    lock = "" if dialect == "sqlite" else " FOR UPDATE"
+    rows = conn.execute(f"SELECT * FROM {table} WHERE id = :id{lock}", {"id": row_id})
+    return rows[0] if rows else None
 
 
 RUN_FIELDS = tuple(RunRecord.__dataclass_fields__)

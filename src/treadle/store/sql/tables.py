@@ -158,3 +158,100 @@ metrics = sa.Table(
     sa.Column("timestamp", TIME, nullable=False),
     sa.Index(None, "run_id", "key", "step"),
 )
+
+# Model registry: models, their numbered versions, movable aliases and the aliases' history.
+
+registered_models = sa.Table(
+    "registered_models",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("project_id", ID, sa.ForeignKey("projects.id"), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("description", sa.Text, nullable=False, server_default=""),
+    sa.Column("created_at", TIME, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.UniqueConstraint("project_id", "name"),
+)
+
+model_versions = sa.Table(
+    "model_versions",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("model_id", ID, sa.ForeignKey("registered_models.id"), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("flavor", sa.String(64), nullable=False),
+    sa.Column("manifest_sha", sa.String(64), nullable=False),
+    sa.Column("signature", sa.Text, nullable=False),
+    sa.Column("metrics", sa.Text, nullable=False),
+    sa.Column("run_id", ID, sa.ForeignKey("runs.id"), nullable=True),
+    # Not a foreign key, like metrics.step_run_id, so registering from inside a step does
+    # not depend on when its worker writes the step run's row.
+    sa.Column("step_run_id", ID, nullable=True),
+    sa.Column("trusted", sa.Boolean, nullable=False),
+    sa.Column("description", sa.Text, nullable=False, server_default=""),
+    sa.Column("created_at", TIME, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.UniqueConstraint("model_id", "version"),
+    sa.Index(None, "run_id"),
+)
+
+model_aliases = sa.Table(
+    "model_aliases",
+    metadata,
+    sa.Column("model_id", ID, sa.ForeignKey("registered_models.id"), nullable=False),
+    sa.Column("alias", sa.String(64), nullable=False),
+    sa.Column("version_id", ID, sa.ForeignKey("model_versions.id"), nullable=False),
+    sa.Column("updated_at", TIME, nullable=False),
+    sa.Column("updated_by", sa.String(200), nullable=False),
+    sa.PrimaryKeyConstraint("model_id", "alias"),
+    sa.Index(None, "version_id"),
+)
+
+alias_events = sa.Table(
+    "alias_events",
+    metadata,
+    sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("model_id", ID, sa.ForeignKey("registered_models.id"), nullable=False),
+    sa.Column("alias", sa.String(64), nullable=False),
+    sa.Column("from_version", sa.Integer, nullable=True),
+    sa.Column("to_version", sa.Integer, nullable=True),
+    # The record calls these `at` and `by`; BY is an SQL keyword, so the columns do not.
+    sa.Column("created_at", TIME, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Index(None, "model_id", "alias"),
+)
+
+# Deployments: a named serving of one model, and its numbered revisions (what it serves).
+
+deployments = sa.Table(
+    "deployments",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("project_id", ID, sa.ForeignKey("projects.id"), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("model_id", ID, sa.ForeignKey("registered_models.id"), nullable=False),
+    sa.Column("spec", sa.Text, nullable=False),
+    sa.Column("created_at", TIME, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.UniqueConstraint("project_id", "name"),
+    sa.Index(None, "model_id"),
+)
+
+deployment_revisions = sa.Table(
+    "deployment_revisions",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("deployment_id", ID, sa.ForeignKey("deployments.id"), nullable=False),
+    sa.Column("number", sa.Integer, nullable=False),
+    sa.Column("targets", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("created_at", TIME, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.UniqueConstraint("deployment_id", "number"),
+)

@@ -1,0 +1,154 @@
+"""`treadle serve` and `treadle deploy`: a registered model becomes a prediction service."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from treadle.cli import common
+from treadle.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from treadle.serving.server import ServeOptions
+
+# The serving modules pull in asyncio, orjson and the model flavors: imported in the
+# commands that use them so that `treadle --help` and `treadle run` stay quick.
+
+Host = Annotated[str, typer.Option(help="Address to listen on (127.0.0.1 unless told).")]
+Port = Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")]
+Batch = Annotated[
+    bool, typer.Option("--batch/--no-batch", help="Join concurrent requests into one predict call.")
+]
+MaxBatch = Annotated[int, typer.Option(min=1, help="Most rows in one batched predict call.")]
+MaxWait = Annotated[
+    float, typer.Option(min=0, help="Milliseconds a batch may wait for more requests (0: none).")
+]
+LogPredictions = Annotated[
+    bool,
+    typer.Option(
+        "--log-predictions/--no-log-predictions", help="Write every prediction to the log."
+    ),
+]
+
+
+def options(
+    host: str,
+    port: int,
+    batch: bool,
+    max_batch: int,
+    max_wait_ms: float,
+    log_predictions: bool,
+    max_body_mb: float = 8.0,
+) -> ServeOptions:
+    from treadle.serving.app import Batching, Limits
+    from treadle.serving.server import ServeOptions
+
+    return ServeOptions(
+        host=host,
+        port=port,
+        batching=Batching(enabled=batch, max_batch=max_batch, max_wait_ms=max_wait_ms),
+        limits=Limits(max_body_bytes=int(max_body_mb * 1024 * 1024)),
+        log_predictions=log_predictions,
+    )
+
+
+def announce(message: str) -> None:
+    common.err_console().print(message)
+
+
+def serve(
+    ref: Annotated[str, typer.Argument(help="NAME@ALIAS (followed as it moves), NAME@3 or NAME.")],
+    host: Host = "127.0.0.1",
+    port: Port = 8001,
+    batch: Batch = True,
+    max_batch: MaxBatch = 256,
+    max_wait_ms: MaxWait = 0.0,
+    log_predictions: LogPredictions = True,
+) -> None:
+    """Serve a registered model over HTTP until Ctrl-C.
+
+    POST /predict, /invocations (MLflow) and /v2/models/NAME/infer (Open Inference
+    Protocol); GET /v2/health/ready and /metrics (Prometheus). When the alias moves, the
+    new version is loaded and warmed, then swapped in without dropping a request.
+    """
+    from treadle.registry import parse_ref
+    from treadle.serving.server import RefSource, run
+
+    store = common.store()
+    source = RefSource(store, common.project_id(), parse_ref(ref))
+    source.poll()  # a missing model or version is an error now, not in the server log
+    run(
+        store, source, options(host, port, batch, max_batch, max_wait_ms, log_predictions), announce
+    )
+
+
+def parse_percent(text: str) -> float:
+    value = text.strip().rstrip("%")
+    try:
+        share = float(value) / 100
+    except ValueError:
+        raise InvalidInputError(
+            f"--canary {text!r} is not a percentage", "e.g. --canary 10%"
+        ) from None
+    if not 0 < share < 1:
+        raise InvalidInputError(f"--canary {text!r} must be between 0% and 100%")
+    return share
+
+
+def deploy(
+    ref: Annotated[str, typer.Argument(help="NAME@ALIAS the deployment follows, or NAME@3.")],
+    name: Annotated[str, typer.Option("--name", "-n", help="The deployment's name.")],
+    canary: Annotated[
+        str | None, typer.Option(help="Send this share of requests to the candidate, e.g. 10%.")
+    ] = None,
+    shadow: Annotated[
+        bool,
+        typer.Option("--shadow", help="Mirror requests to the candidate; answer from the primary."),
+    ] = False,
+    candidate: Annotated[
+        str, typer.Option(help="Alias (or version) of the candidate for --canary / --shadow.")
+    ] = "challenger",
+) -> None:
+    """Create or change a managed deployment that follows an alias.
+
+    Every change is a numbered revision; `treadle deployments rollback NAME` goes back.
+    Start its server with `treadle deployments serve NAME`.
+    """
+    from treadle.registry import parse_ref
+    from treadle.serving import deployments
+
+    if canary and shadow:
+        raise InvalidInputError("choose --canary or --shadow, not both")
+    policy = "canary" if canary else "shadow" if shadow else "single"
+    spec = deployments.make_spec(
+        parse_ref(ref),
+        policy=policy,
+        candidate=candidate if policy != "single" else None,
+        canary_weight=parse_percent(canary) if canary else 0.1,
+    )
+    store = common.store()
+    deployment, revision = deployments.deploy(store, common.project_id(), name, spec)
+    common.console().print(
+        f"deployment {deployment.name}: revision {revision.number} — {revision.reason}"
+    )
+    common.console().print(f"serve it with `treadle deployments serve {deployment.name}`")
+
+
+def serve_deployment(
+    name: Annotated[str, typer.Argument(help="Deployment name.")],
+    host: Host = "127.0.0.1",
+    port: Port = 8001,
+    batch: Batch = True,
+    max_batch: MaxBatch = 256,
+    max_wait_ms: MaxWait = 0.0,
+    log_predictions: LogPredictions = True,
+) -> None:
+    """Run a deployment's model server until Ctrl-C, following its revisions."""
+    from treadle.serving.server import DeploymentSource, run
+
+    store = common.store()
+    source = DeploymentSource(store, common.project_id(), name)
+    run(
+        store, source, options(host, port, batch, max_batch, max_wait_ms, log_predictions), announce
+    )

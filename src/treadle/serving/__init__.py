@@ -1,0 +1,1 @@
+"""Model serving: the model server, traffic across revisions, deployments."""

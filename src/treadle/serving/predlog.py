@@ -1,0 +1,156 @@
+"""The prediction log: every prediction, written in batches to Parquet segments.
+
+The request path only appends to a bounded in-memory queue; when the queue is full the
+record is dropped and counted, so logging never blocks or fails a prediction. A writer
+thread turns the queue into `<folder>/<YYYY-MM-DD>/<time>-<n>.parquet` files, each
+written to a temporary name and renamed, so a reader never sees half a segment.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+SCHEMA_FIELDS = ("ts", "request_id", "model", "version", "latency_ms", "prediction")
+INPUT_PREFIX = "input."
+
+
+def _column(values: list[Any]) -> Any:
+    """A typed Arrow column where the values allow one, JSON text where they do not."""
+    import pyarrow as pa
+
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pa.array([json.dumps(v, default=str) for v in values], pa.string())
+
+
+class PredictionLog:
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        max_queue: int = 50_000,
+        flush_rows: int = 2_000,
+        flush_seconds: float = 0.5,
+    ) -> None:
+        self.folder = folder
+        self.max_queue = max_queue
+        self.flush_rows = flush_rows
+        self.flush_seconds = flush_seconds
+        self.dropped = 0
+        self.written = 0
+        self.segments = 0
+        self._queue: collections.deque[tuple[Any, ...]] = collections.deque()
+        # imported now, not at the first flush: a first import in the writer thread would
+        # hold the interpreter for a third of a second while requests wait
+        import pyarrow.parquet  # noqa: F401
+
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="treadle-predlog", daemon=True)
+        self._thread.start()
+
+    def append(
+        self,
+        request_id: str,
+        model: str,
+        version: int,
+        latency_ms: float,
+        columns: list[str],
+        rows: list[list[Any]],
+        outputs: list[Any],
+    ) -> None:
+        """Queue one request's predictions; never blocks."""
+        if len(self._queue) >= self.max_queue:
+            self.dropped += 1
+            return
+        self._queue.append(
+            (time.time(), request_id, model, version, latency_ms, columns, rows, outputs)
+        )
+        if len(self._queue) >= self.flush_rows:
+            self._wake.set()
+
+    @property
+    def depth(self) -> int:
+        return len(self._queue)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.flush_seconds)
+            self._wake.clear()
+            self.flush()
+        self.flush()
+
+    def flush(self) -> None:
+        while self._queue:
+            items: list[tuple[Any, ...]] = []
+            while self._queue and len(items) < self.flush_rows:
+                items.append(self._queue.popleft())
+            self._write(items)
+
+    def _write(self, items: list[tuple[Any, ...]]) -> None:
+        """One segment per distinct column set (a new version may bring a new signature).
+        Inputs become typed `input.<column>` columns, built column-wise so the thread
+        holds the interpreter lock for as short a time as it can."""
+        groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+        for item in items:
+            groups.setdefault(tuple(item[5]), []).append(item)
+        for columns, group in groups.items():
+            self._write_group(columns, group)
+
+    def _write_group(self, columns: tuple[str, ...], items: list[tuple[Any, ...]]) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        ts, rids, models, versions, latencies, rows, outputs = [], [], [], [], [], [], []
+        for t, rid, model, version, latency, _, item_rows, item_outputs in items:
+            n = len(item_rows)
+            ts += [t] * n
+            rids += [rid] * n
+            models += [model] * n
+            versions += [version] * n
+            latencies += [latency] * n
+            rows += item_rows
+            outputs += item_outputs
+        data: dict[str, Any] = {
+            "ts": pa.array(ts, pa.float64()),
+            "request_id": pa.array(rids, pa.string()),
+            "model": pa.array(models, pa.string()),
+            "version": pa.array(versions, pa.int64()),
+            "latency_ms": pa.array(latencies, pa.float64()),
+            "prediction": _column(outputs),
+        }
+        for name, values in zip(columns, zip(*rows, strict=True), strict=True):
+            data[f"{INPUT_PREFIX}{name}"] = _column(list(values))
+        table = pa.table(data)
+        day = time.strftime("%Y-%m-%d", time.gmtime(items[0][0]))
+        target_dir = self.folder / day
+        target_dir.mkdir(parents=True, exist_ok=True)
+        name = f"{time.strftime('%H%M%S', time.gmtime())}-{os.getpid()}-{self.segments:06d}"
+        tmp = target_dir / f".{name}.parquet.tmp"
+        pq.write_table(table, tmp)
+        os.replace(tmp, target_dir / f"{name}.parquet")
+        self.segments += 1
+        self.written += table.num_rows
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=10)
+
+
+def read_predictions(folder: Path) -> Any:
+    """Every logged prediction under `folder`, as one pyarrow table (for monitoring)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    files = sorted(p for p in folder.rglob("*.parquet") if not p.name.startswith("."))
+    if not files:
+        return pa.table({f: [] for f in SCHEMA_FIELDS})
+    return pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
