@@ -2,7 +2,8 @@
 
     treadle run examples/quickstart/pipeline.py -p c=0.5 --experiment demo
 
-Run it twice: the second time every step is answered from the cache.
+Run it twice: the second time every step is answered from the cache. Each new model is
+registered as a version of `breast-cancer` (see `treadle models versions breast-cancer`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from treadle import Metrics, Model, log_metric, log_param, pipeline, step
+from treadle import Metrics, Model, log_metric, log_param, pipeline, register_model, step
 
 TARGET = "target"
 
@@ -55,12 +56,27 @@ def evaluate(model: Model, data: pd.DataFrame) -> Metrics:
     }
 
 
+@step
+def register(model: Model, data: pd.DataFrame, metrics: Metrics) -> int:
+    """Register the model with its signature, training-data profile and test metrics."""
+    features = data.drop(columns=TARGET)
+    version = register_model(
+        model,
+        "breast-cancer",
+        input_example=features.head(),
+        training_data=features,
+        metrics=metrics,
+    )
+    return version.version
+
+
 @pipeline
 def training(rows: int = 500, c: float = 1.0) -> None:
     data = load(rows)
     train_set, test_set = split(data)
     model = train(train_set, c)
-    evaluate(model, test_set)
+    metrics = evaluate(model, test_set)
+    register(model, train_set, metrics)
 
 
 if __name__ == "__main__":

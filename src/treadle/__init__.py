@@ -15,6 +15,7 @@ run = training(rows=100)     # runs it, cached and recorded; returns a Run
 from treadle.dsl import Resources, StepOptions, step, unmapped
 from treadle.engine import RunOptions, pipeline, resume_run, run_pipeline
 from treadle.errors import TreadleError
+from treadle.registry import load_model, promote, register_model, set_alias
 from treadle.tracking import (
     Run,
     active_run_id,
@@ -42,14 +43,18 @@ __all__ = [
     "StepState",
     "TreadleError",
     "active_run_id",
+    "load_model",
     "log_artifact",
     "log_metric",
     "log_metrics",
     "log_param",
     "log_params",
     "pipeline",
+    "promote",
+    "register_model",
     "resume_run",
     "run_pipeline",
+    "set_alias",
     "start_run",
     "step",
     "unmapped",
