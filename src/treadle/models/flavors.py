@@ -142,19 +142,19 @@ def _load_sklearn(folder: Path, meta: dict[str, Any], trusted: bool) -> LoadedMo
 
     path = folder / meta["payload"]
     found = sorted(skops.io.get_untrusted_types(file=path))
-    recorded = set(meta.get("trusted_types", []))
+    if meta.get("refused_types") and not trusted:
+        raise UntrustedModelError(
+            f"the model holds types treadle does not load by default: "
+            f"{', '.join(meta['refused_types'])}",
+            "mark the version trusted (`treadle models trust NAME VERSION`) to load it",
+        )
+    recorded = set(meta.get("trusted_types", [])) | set(meta.get("refused_types", []))
     unexpected = [t for t in found if t not in recorded]
     if unexpected and not trusted:
         raise UntrustedModelError(
             f"the model file holds types that were not recorded when it was saved: "
             f"{', '.join(unexpected)}",
             "mark the version trusted only if you know where the file came from",
-        )
-    if meta.get("refused_types") and not trusted:
-        raise UntrustedModelError(
-            f"the model holds types treadle does not load by default: "
-            f"{', '.join(meta['refused_types'])}",
-            "mark the version trusted (`treadle models trust NAME VERSION`) to load it",
         )
     return _SklearnModel(skops.io.load(path, trusted=found))
 

@@ -116,7 +116,11 @@ class Signature:
         if columns is not None and list(columns) != self.columns:
             self.check_columns(columns)
             order = [list(columns).index(c) for c in self.columns]
-            rows = [[row[j] for j in order] if isinstance(row, list) else row for row in rows]
+            width = len(order)
+            rows = [
+                [row[j] for j in order] if isinstance(row, list) and len(row) == width else row
+                for row in rows
+            ]
         width = len(self.inputs)
         specs = self.inputs
         for i, row in enumerate(rows):
@@ -131,10 +135,12 @@ class Signature:
                 t = type(value)
                 spec = specs[j]
                 if t is float:
-                    if (
-                        spec.dtype in NUMERIC
-                        and (math.isfinite(value) or (spec.nullable and math.isnan(value)))
-                        and not (spec.dtype.startswith("int") and not value.is_integer())
+                    if spec.dtype in NUMERIC and (
+                        (spec.nullable and math.isnan(value))
+                        or (
+                            math.isfinite(value)
+                            and not (spec.dtype.startswith("int") and not value.is_integer())
+                        )
                     ):
                         continue
                 elif t is int:
@@ -183,6 +189,15 @@ def _refuse(spec: ColumnSpec, value: Any, row: int) -> None:
     )
 
 
+def _column_dtype(column: Any) -> str:
+    """A column's dtype; an object column of booleans with gaps is still bool."""
+    if getattr(column.dtype, "kind", "O") == "O":
+        present = column.dropna()
+        if len(present) and all(isinstance(v, bool) for v in present):
+            return "bool"
+    return _dtype_name(column.dtype)
+
+
 def infer_signature(example: Any, output: Any = None) -> Signature:
     """The signature of a model from an input example: a DataFrame (columns, dtypes,
     and nullable where the example has missing values), a 2-D array, or a dict of
@@ -202,7 +217,7 @@ def infer_signature(example: Any, output: Any = None) -> Signature:
             "give input_example as a pandas DataFrame, a 2-D numpy array or a dict of columns",
         )
     inputs = tuple(
-        ColumnSpec(str(name), _dtype_name(example[name].dtype), bool(example[name].isna().any()))
+        ColumnSpec(str(name), _column_dtype(example[name]), bool(example[name].isna().any()))
         for name in example.columns
     )
     outputs: tuple[ColumnSpec, ...] = ()

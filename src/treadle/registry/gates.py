@@ -118,7 +118,13 @@ def _value(
     if isinstance(node, ast.BinOp):
         left = _value(node.left, candidate, incumbent, incumbent_names)
         right = _value(node.right, candidate, incumbent, incumbent_names)
-        return float(_ARITH[type(node.op)](left, right))
+        try:
+            return float(_ARITH[type(node.op)](left, right))
+        except ZeroDivisionError:
+            raise InvalidInputError(
+                f"the gate divides by zero in {ast.unparse(node)!r}",
+                "guard the condition or compare without dividing",
+            ) from None
     raise InvalidInputError(f"unsupported expression {ast.unparse(node)!r}")
 
 
@@ -134,10 +140,14 @@ def evaluate(
     results = []
     for text in conditions:
         tree = parse(text)
-        try:
-            left = _value(tree.left, candidate, incumbent, names)
-            right = _value(tree.comparators[0], candidate, incumbent, names)
-        except _NoIncumbent:
+        sides: list[float | None] = []
+        for side in (tree.left, tree.comparators[0]):
+            try:  # both sides are read, so a misspelt metric is found either way
+                sides.append(_value(side, candidate, incumbent, names))
+            except _NoIncumbent:
+                sides.append(None)
+        left, right = sides
+        if left is None or right is None:
             results.append(GateResult(text, True, f"no current {target_alias} to compare with"))
             continue
         passed = _COMPARE[type(tree.ops[0])](left, right)

@@ -19,7 +19,7 @@ class ModelRef:
     def __str__(self) -> str:
         if self.alias:
             return f"{self.name}@{self.alias}"
-        return f"{self.name}@{self.version}" if self.version else self.name
+        return f"{self.name}@{self.version}" if self.version is not None else self.name
 
 
 def parse_ref(text: str) -> ModelRef:
@@ -28,7 +28,7 @@ def parse_ref(text: str) -> ModelRef:
         raise InvalidInputError(f"{text!r} names no model", "write NAME, NAME@ALIAS or NAME@3")
     if not sep or selector in ("", "latest"):
         return ModelRef(name)
-    if selector.isdigit():
+    if selector.isascii() and selector.isdigit():
         return ModelRef(name, version=int(selector))
     return ModelRef(name, alias=selector)
 
@@ -42,7 +42,7 @@ def resolve(
     if ref.alias:
         alias = store.models.get_alias(model.id, ref.alias)
         return model, store.models.get_version_by_id(alias.version_id)
-    if ref.version:
+    if ref.version is not None:
         return model, store.models.get_version(model.id, ref.version)
     versions = store.models.list_versions(model.id)
     if not versions:

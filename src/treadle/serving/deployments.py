@@ -137,19 +137,24 @@ def deploy(
 
 def rollback(store: Store, project_id: str, name: str) -> DeploymentRevisionRecord:
     """Go back to the versions of the revision before the current one, and pin there
-    (the deployment stops following aliases until `follow` or a new `deploy`)."""
+    (the deployment stops following aliases until `follow` or a new `deploy`). Rolling
+    back again goes further back."""
     deployment = store.deployments.get_deployment(project_id, name)
     revisions = store.deployments.list_revisions(deployment.id)
     if not revisions:
         raise ConflictError(f"deployment {name!r} has no revision yet")
     current = targets_of(revisions[-1])
-    previous = next((r for r in reversed(revisions[:-1]) if targets_of(r) != current), None)
+    anchor = deployment.spec.get("rolled_back_to") if deployment.spec.get("pinned") else None
+    earlier = revisions[:-1] if anchor is None else [r for r in revisions if r.number < anchor]
+    previous = next((r for r in reversed(earlier) if targets_of(r) != current), None)
     if previous is None:
         raise ConflictError(
             f"deployment {name!r} has no earlier revision to roll back to",
             "see its history with `treadle deployments show NAME`",
         )
-    store.deployments.update_spec(deployment.id, {**deployment.spec, "pinned": True})
+    store.deployments.update_spec(
+        deployment.id, {**deployment.spec, "pinned": True, "rolled_back_to": previous.number}
+    )
     return store.deployments.add_revision(
         deployment.id,
         previous.targets,
@@ -161,5 +166,6 @@ def rollback(store: Store, project_id: str, name: str) -> DeploymentRevisionReco
 def follow(store: Store, project_id: str, name: str) -> DeploymentRevisionRecord:
     """Unpin a deployment: it follows its aliases again."""
     deployment = store.deployments.get_deployment(project_id, name)
-    deployment = store.deployments.update_spec(deployment.id, {**deployment.spec, "pinned": False})
+    spec = {k: v for k, v in deployment.spec.items() if k != "rolled_back_to"}
+    deployment = store.deployments.update_spec(deployment.id, {**spec, "pinned": False})
     return sync(store, project_id, deployment, "following aliases again")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import math
 import random
 from collections.abc import Sequence
 from typing import Any
@@ -46,7 +47,7 @@ def check_split(targets: Sequence[TargetSpec]) -> None:
     for t in targets:
         if t.role not in ROLES:
             raise InvalidInputError(f"unknown traffic role {t.role!r}", f"use {', '.join(ROLES)}")
-        if t.weight < 0 or (t.role == "shadow" and t.weight != 0):
+        if not math.isfinite(t.weight) or t.weight < 0 or (t.role == "shadow" and t.weight != 0):
             raise InvalidInputError(f"version {t.version} has an invalid weight {t.weight}")
     total = sum(t.weight for t in answering)
     if abs(total - 1.0) > 1e-6:
