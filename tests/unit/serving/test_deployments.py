@@ -230,6 +230,26 @@ def test_rollback_returns_to_the_previous_versions_and_pins(
     assert sync(store, pid, reload(store, "svc")).number == 5
 
 
+def test_rolling_back_again_goes_further_back(
+    store: Store, versions: list[ModelVersionRecord]
+) -> None:
+    pid = project_id(store)
+    deployment, _ = deploy(store, pid, "svc", make_spec(parse_ref("m@champion")))
+    for number in (2, 3):
+        set_alias(f"m@{number}", "champion", store=store)
+        sync(store, pid, reload(store, "svc"))
+    assert current(store, deployment) == [target(versions[2], "primary", 1.0)]
+
+    once = rollback(store, pid, "svc")
+    assert targets_of(once) == [target(versions[1], "primary", 1.0)]
+    twice = rollback(store, pid, "svc")
+    assert targets_of(twice) == [target(versions[0], "primary", 1.0)]
+    assert twice.reason == "rollback to revision 1 (v1 primary)"
+    with pytest.raises(ConflictError):
+        rollback(store, pid, "svc")
+    assert targets_of(follow(store, pid, "svc")) == [target(versions[2], "primary", 1.0)]
+
+
 def test_rollback_of_a_canary_restores_the_whole_split(
     store: Store, versions: list[ModelVersionRecord]
 ) -> None:
