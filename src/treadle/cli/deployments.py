@@ -110,7 +110,7 @@ def canary(
     candidate: Annotated[str, typer.Option(help="Alias or version.")] = "challenger",
 ) -> None:
     """Send a share of the requests to a candidate version."""
-    _set_policy(name, "canary", candidate, parse_percent(percent))
+    _set_policy(name, "canary", candidate, parse_percent(percent, "--percent"))
 
 
 @app.command()

@@ -24,6 +24,8 @@ MaxBatch = Annotated[int, typer.Option(min=1, help="Most rows in one batched pre
 MaxWait = Annotated[
     float, typer.Option(min=0, help="Milliseconds a batch may wait for more requests (0: none).")
 ]
+MaxBodyMb = Annotated[float, typer.Option(min=0.001, help="Largest request body, in MiB.")]
+MaxRows = Annotated[int, typer.Option(min=1, help="Most rows in one request.")]
 LogPredictions = Annotated[
     bool,
     typer.Option(
@@ -40,6 +42,7 @@ def options(
     max_wait_ms: float,
     log_predictions: bool,
     max_body_mb: float = 8.0,
+    max_rows: int = 100_000,
 ) -> ServeOptions:
     from treadle.serving.app import Batching, Limits
     from treadle.serving.server import ServeOptions
@@ -48,7 +51,7 @@ def options(
         host=host,
         port=port,
         batching=Batching(enabled=batch, max_batch=max_batch, max_wait_ms=max_wait_ms),
-        limits=Limits(max_body_bytes=int(max_body_mb * 1024 * 1024)),
+        limits=Limits(max_body_bytes=int(max_body_mb * 1024 * 1024), max_rows=max_rows),
         log_predictions=log_predictions,
     )
 
@@ -65,6 +68,8 @@ def serve(
     max_batch: MaxBatch = 256,
     max_wait_ms: MaxWait = 0.0,
     log_predictions: LogPredictions = True,
+    max_body_mb: MaxBodyMb = 8.0,
+    max_rows: MaxRows = 100_000,
 ) -> None:
     """Serve a registered model over HTTP until Ctrl-C.
 
@@ -79,20 +84,23 @@ def serve(
     source = RefSource(store, common.project_id(), parse_ref(ref))
     source.poll()  # a missing model or version is an error now, not in the server log
     run(
-        store, source, options(host, port, batch, max_batch, max_wait_ms, log_predictions), announce
+        store,
+        source,
+        options(host, port, batch, max_batch, max_wait_ms, log_predictions, max_body_mb, max_rows),
+        announce,
     )
 
 
-def parse_percent(text: str) -> float:
+def parse_percent(text: str, option: str = "--canary") -> float:
     value = text.strip().rstrip("%")
     try:
         share = float(value) / 100
     except ValueError:
         raise InvalidInputError(
-            f"--canary {text!r} is not a percentage", "e.g. --canary 10%"
+            f"{option} {text!r} is not a percentage", f"e.g. {option} 10%"
         ) from None
     if not 0 < share < 1:
-        raise InvalidInputError(f"--canary {text!r} must be between 0% and 100%")
+        raise InvalidInputError(f"{option} {text!r} must be between 0% and 100%")
     return share
 
 
@@ -143,6 +151,8 @@ def serve_deployment(
     max_batch: MaxBatch = 256,
     max_wait_ms: MaxWait = 0.0,
     log_predictions: LogPredictions = True,
+    max_body_mb: MaxBodyMb = 8.0,
+    max_rows: MaxRows = 100_000,
 ) -> None:
     """Run a deployment's model server until Ctrl-C, following its revisions."""
     from treadle.serving.server import DeploymentSource, run
@@ -150,5 +160,8 @@ def serve_deployment(
     store = common.store()
     source = DeploymentSource(store, common.project_id(), name)
     run(
-        store, source, options(host, port, batch, max_batch, max_wait_ms, log_predictions), announce
+        store,
+        source,
+        options(host, port, batch, max_batch, max_wait_ms, log_predictions, max_body_mb, max_rows),
+        announce,
     )

@@ -8,6 +8,7 @@ the row, and what was wrong. Checking one 20-column row costs a few microseconds
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -57,6 +58,14 @@ class Signature:
     @property
     def columns(self) -> list[str]:
         return [c.name for c in self.inputs]
+
+    @functools.cached_property
+    def dtypes(self) -> dict[str, str]:
+        """Column -> dtype, and "prediction" -> the first output's dtype if declared."""
+        out = {c.name: c.dtype for c in self.inputs}
+        if len(self.outputs) == 1:
+            out["prediction"] = self.outputs[0].dtype
+        return out
 
     @property
     def numeric(self) -> bool:

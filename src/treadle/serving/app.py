@@ -112,6 +112,7 @@ class ModelServer:
                     t.model.predict,
                     max_batch=self.batching.max_batch,
                     max_wait_ms=self.batching.max_wait_ms,
+                    on_batch=self.metrics.batch_counter(self.name, t.spec.version),
                 )
         self.state = _State(router, batchers)
         self.metrics.swaps.inc()
@@ -169,6 +170,13 @@ class ModelServer:
 
     async def _get(self, path: str, send: Send) -> None:
         state = self.state
+        if path in ("/predict", "/invocations") or (
+            path.startswith("/v2/models/") and path.endswith("/infer")
+        ):
+            await self._error(
+                send, HTTPError(405, f"{path} takes POST, not GET", "method", "send it with POST")
+            )
+            return
         if path == "/metrics":
             if self.predictions is not None:
                 self.metrics.queue_depth.set(self.predictions.depth)
@@ -270,6 +278,10 @@ class ModelServer:
             target = self._route(state.router, v2_path)
             body = await self._read_body(scope, receive)
             payload = _loads(body)
+            if endpoint == "v2" and isinstance(payload, dict):
+                given = payload.get("id")
+                if isinstance(given, str) and 0 < len(given) <= 128:
+                    request_id = given  # the protocol returns the request's own id
             columns, rows = PARSERS[endpoint](payload, target.signature)
             if not rows:
                 raise HTTPError(400, "the request has no rows", "rows")
@@ -286,6 +298,7 @@ class ModelServer:
                 predictions = await batcher.submit(X)
             else:
                 predictions = target.model.predict(X)
+                self.metrics.batch_counter(self.name, target.spec.version)(len(X))
             out = predictions.tolist() if hasattr(predictions, "tolist") else list(predictions)
             if len(out) != len(rows):
                 raise HTTPError(
@@ -351,6 +364,7 @@ class ModelServer:
                 columns or target.signature.columns,
                 rows,
                 out,
+                target.signature.dtypes,
             )
         if state.router.shadows:
             self._mirror(state.router, columns, rows, request_id)
@@ -443,6 +457,7 @@ class ModelServer:
                             columns or target.signature.columns,
                             rows,
                             out,
+                            target.signature.dtypes,
                         )
                 except Exception:  # a failing shadow must never reach the caller
                     status = 500

@@ -15,9 +15,15 @@ from typing import Any
 
 class MicroBatcher:
     def __init__(
-        self, predict: Callable[[Any], Any], *, max_batch: int = 256, max_wait_ms: float = 0.0
+        self,
+        predict: Callable[[Any], Any],
+        *,
+        max_batch: int = 256,
+        max_wait_ms: float = 0.0,
+        on_batch: Callable[[int], None] | None = None,
     ) -> None:
         self.predict = predict
+        self.on_batch = on_batch
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000.0
         self._pending: list[tuple[Any, asyncio.Future[Any]]] = []
@@ -71,6 +77,8 @@ class MicroBatcher:
             return
         self.batches += 1
         self.last_batch_rows = sum(len(x) for x, _ in batch)
+        if self.on_batch is not None:
+            self.on_batch(self.last_batch_rows)
         for (_, future), result in zip(batch, results, strict=True):
             if not future.done():
                 future.set_result(result)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 
@@ -65,6 +66,10 @@ class ServerMetrics:
             registry=self.registry,
         )
         self._children: dict[tuple[Any, ...], Any] = {}
+
+    def batch_counter(self, model: str, version: int) -> Callable[[int], None]:
+        """A function recording the rows of each predict call of one version."""
+        return self.batch_rows.labels(model, str(version)).observe
 
     def observe(self, model: str, version: int, endpoint: str, status: int, seconds: float) -> None:
         key = (model, version, endpoint, status)

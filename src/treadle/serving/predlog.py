@@ -13,6 +13,7 @@ import json
 import os
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,26 @@ SCHEMA_FIELDS = ("ts", "request_id", "model", "version", "latency_ms", "predicti
 INPUT_PREFIX = "input."
 
 
-def _column(values: list[Any]) -> Any:
-    """A typed Arrow column where the values allow one, JSON text where they do not."""
+_ARROW_TYPES = {
+    "float64": "float64",
+    "float32": "float64",
+    "int64": "int64",
+    "int32": "int64",
+    "bool": "bool_",
+    "string": "string",
+}
+
+
+def _column(values: list[Any], dtype: str | None = None) -> Any:
+    """An Arrow column of the signature's type; else typed as the values allow; else JSON
+    text."""
     import pyarrow as pa
 
+    if dtype in _ARROW_TYPES:
+        try:
+            return pa.array(values, getattr(pa, _ARROW_TYPES[dtype])())
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            pass
     try:
         return pa.array(values)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
@@ -65,13 +82,16 @@ class PredictionLog:
         columns: list[str],
         rows: list[list[Any]],
         outputs: list[Any],
+        dtypes: Mapping[str, str] | None = None,
     ) -> None:
-        """Queue one request's predictions; never blocks."""
+        """Queue one request's predictions; never blocks. `dtypes` (column -> signature
+        dtype, "prediction" for the output) fixes the columns' types in the log, so every
+        segment of a model reads back with one schema."""
         if len(self._queue) >= self.max_queue:
             self.dropped += 1
             return
         self._queue.append(
-            (time.time(), request_id, model, version, latency_ms, columns, rows, outputs)
+            (time.time(), request_id, model, version, latency_ms, columns, rows, outputs, dtypes)
         )
         if len(self._queue) >= self.flush_rows:
             self._wake.set()
@@ -98,10 +118,11 @@ class PredictionLog:
         """One segment per distinct column set (a new version may bring a new signature).
         Inputs become typed `input.<column>` columns, built column-wise so the thread
         holds the interpreter lock for as short a time as it can."""
-        groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+        groups: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
         for item in items:
-            groups.setdefault(tuple(item[5]), []).append(item)
-        for columns, group in groups.items():
+            key = (tuple(item[5]), tuple(sorted((item[8] or {}).items())))
+            groups.setdefault(key, []).append(item)
+        for (columns, _), group in groups.items():
             self._write_group(columns, group)
 
     def _write_group(self, columns: tuple[str, ...], items: list[tuple[Any, ...]]) -> None:
@@ -109,7 +130,8 @@ class PredictionLog:
         import pyarrow.parquet as pq
 
         ts, rids, models, versions, latencies, rows, outputs = [], [], [], [], [], [], []
-        for t, rid, model, version, latency, _, item_rows, item_outputs in items:
+        dtypes: Mapping[str, str] = items[0][8] or {}
+        for t, rid, model, version, latency, _, item_rows, item_outputs, _ in items:
             n = len(item_rows)
             ts += [t] * n
             rids += [rid] * n
@@ -124,10 +146,10 @@ class PredictionLog:
             "model": pa.array(models, pa.string()),
             "version": pa.array(versions, pa.int64()),
             "latency_ms": pa.array(latencies, pa.float64()),
-            "prediction": _column(outputs),
+            "prediction": _column(outputs, dtypes.get("prediction")),
         }
         for name, values in zip(columns, zip(*rows, strict=True), strict=True):
-            data[f"{INPUT_PREFIX}{name}"] = _column(list(values))
+            data[f"{INPUT_PREFIX}{name}"] = _column(list(values), dtypes.get(name))
         table = pa.table(data)
         day = time.strftime("%Y-%m-%d", time.gmtime(items[0][0]))
         target_dir = self.folder / day
@@ -153,4 +175,4 @@ def read_predictions(folder: Path) -> Any:
     files = sorted(p for p in folder.rglob("*.parquet") if not p.name.startswith("."))
     if not files:
         return pa.table({f: [] for f in SCHEMA_FIELDS})
-    return pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
+    return pa.concat_tables([pq.read_table(f) for f in files], promote_options="permissive")

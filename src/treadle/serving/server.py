@@ -195,7 +195,10 @@ def run(
     )
     runner = uvicorn.Server(config)
     announce(f"listening on http://{options.host}:{options.port}")
-    runner.run()
+    try:
+        runner.run()
+    except SystemExit:  # uvicorn exits when startup fails; say why in treadle's words
+        pass
     if not runner.started:
         from treadle.errors import StoreUnavailableError
 
