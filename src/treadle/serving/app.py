@@ -228,10 +228,10 @@ class ModelServer:
         else:
             await self._error(send, HTTPError(404, f"no endpoint GET {path}", "path"))
 
-    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+    async def _read_body(self, scope: Scope, receive: Receive, binary: bool = False) -> bytes:
         limit = self.limits.max_body_bytes
         for key, value in scope["headers"]:
-            if key == b"content-type" and b"json" not in value:
+            if key == b"content-type" and b"json" not in value and not binary:
                 raise HTTPError(
                     415,
                     f"content type {value.decode(errors='replace')!r} is not JSON",
@@ -267,17 +267,25 @@ class ModelServer:
         started = time.perf_counter()
         state = self.state
         request_id = ""
+        header_length = None
         for key, value in scope["headers"]:
             if key == b"x-request-id" and 0 < len(value) <= 128:
                 request_id = value.decode("latin-1")
+            elif key == b"inference-header-content-length" and endpoint == "v2":
+                header_length = value
         request_id = request_id or uuid.uuid4().hex
         target = None
         try:
             if state is None:
                 raise HTTPError(503, "the model is not loaded yet", None, "retry shortly")
             target = self._route(state.router, v2_path)
-            body = await self._read_body(scope, receive)
-            payload = _loads(body)
+            body = await self._read_body(scope, receive, binary=header_length is not None)
+            if header_length is not None:  # JSON header, then raw tensor bytes
+                head, raw = protocols.split_binary(body, header_length)
+                payload = _loads(head)
+                protocols.inline_binary(payload, raw)
+            else:
+                payload = _loads(body)
             if endpoint == "v2" and isinstance(payload, dict):
                 given = payload.get("id")
                 if isinstance(given, str) and 0 < len(given) <= 128:
@@ -338,6 +346,15 @@ class ModelServer:
             )
             return
         version = target.spec.version
+        if endpoint == "v2" and protocols.wants_binary_output(payload):
+            head_json, raw = protocols.v2_binary_response(self.name, version, request_id, out)
+            head_bytes = orjson.dumps(head_json)
+            headers = _headers(self.name, version, request_id)
+            headers[0] = (b"content-type", b"application/octet-stream")
+            headers.append((b"inference-header-content-length", b"%d" % len(head_bytes)))
+            await _respond(send, 200, head_bytes + raw, headers)
+            self._after(state, target, endpoint, started, request_id, columns, rows, out)
+            return
         if endpoint == "v2":
             response = protocols.v2_response(self.name, version, request_id, out)
         else:
@@ -353,6 +370,21 @@ class ModelServer:
             orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY),
             _headers(self.name, version, request_id),
         )
+        self._after(state, target, endpoint, started, request_id, columns, rows, out)
+
+    def _after(
+        self,
+        state: _State,
+        target: Target,
+        endpoint: str,
+        started: float,
+        request_id: str,
+        columns: list[str] | None,
+        rows: list[Any],
+        out: list[Any],
+    ) -> None:
+        """After answering: metrics, the prediction log, copies for shadows."""
+        version = target.spec.version
         elapsed = time.perf_counter() - started
         self.metrics.observe(self.name, version, endpoint, 200, elapsed)
         if self.predictions is not None:

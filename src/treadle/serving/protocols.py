@@ -221,3 +221,118 @@ def v2_metadata(
             for c in signature.outputs
         ],
     }
+
+
+# -- the binary tensor data extension (what Triton's and KServe's clients send) --------
+
+NUMPY_DTYPES = {
+    "FP64": "<f8",
+    "FP32": "<f4",
+    "FP16": "<f2",
+    "INT64": "<i8",
+    "INT32": "<i4",
+    "INT16": "<i2",
+    "INT8": "i1",
+    "UINT64": "<u8",
+    "UINT32": "<u4",
+    "UINT16": "<u2",
+    "UINT8": "u1",
+    "BOOL": "?",
+}
+
+
+def split_binary(body: bytes, header_length: bytes) -> tuple[bytes, bytes]:
+    """Split a request into its JSON header and the raw tensor bytes after it."""
+    text = header_length.decode("latin-1").strip()
+    if not text.isdigit() or int(text) > len(body):
+        raise _bad(
+            f"Inference-Header-Content-Length {text!r} does not fit a body of {len(body)} bytes",
+            "inference-header-content-length",
+        )
+    n = int(text)
+    return body[:n], body[n:]
+
+
+def _decode_bytes(chunk: bytes, i: int) -> list[str]:
+    out, offset = [], 0
+    while offset < len(chunk):
+        if offset + 4 > len(chunk):
+            raise _bad(f"inputs[{i}] BYTES data is cut short", f"inputs[{i}]")
+        size = int.from_bytes(chunk[offset : offset + 4], "little")
+        offset += 4
+        out.append(chunk[offset : offset + size].decode("utf-8", errors="replace"))
+        offset += size
+    return out
+
+
+def inline_binary(payload: Any, raw: bytes) -> None:
+    """Turn inputs sent as raw bytes (`parameters.binary_data_size`) into `data` lists."""
+    import numpy as np
+
+    if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list):
+        raise _bad("a V2 request needs an inputs list", "inputs")
+    offset = 0
+    for i, tensor in enumerate(payload["inputs"]):
+        params = tensor.get("parameters") if isinstance(tensor, dict) else None
+        if not isinstance(params, dict) or "binary_data_size" not in params:
+            continue
+        size = params["binary_data_size"]
+        if not isinstance(size, int) or size < 0 or offset + size > len(raw):
+            raise _bad(
+                f"inputs[{i}].parameters.binary_data_size does not fit the body",
+                f"inputs[{i}].parameters.binary_data_size",
+            )
+        chunk = raw[offset : offset + size]
+        offset += size
+        datatype = tensor.get("datatype")
+        if datatype == "BYTES":
+            tensor["data"] = _decode_bytes(chunk, i)
+        elif datatype in NUMPY_DTYPES:
+            dtype = np.dtype(NUMPY_DTYPES[datatype])
+            if size % dtype.itemsize:
+                raise _bad(
+                    f"inputs[{i}] has {size} bytes, not a whole number of {datatype}",
+                    f"inputs[{i}].parameters.binary_data_size",
+                )
+            tensor["data"] = np.frombuffer(chunk, dtype).tolist()
+        else:
+            raise _bad(
+                f"inputs[{i}].datatype {datatype!r} is not a V2 datatype", f"inputs[{i}].datatype"
+            )
+    if offset != len(raw):
+        raise _bad(f"{len(raw) - offset} bytes after the last binary input", "body")
+
+
+def wants_binary_output(payload: Any) -> bool:
+    if not isinstance(payload, dict):
+        return False
+    params = payload.get("parameters")
+    if isinstance(params, dict) and params.get("binary_data_output"):
+        return True
+    outputs = payload.get("outputs")
+    return isinstance(outputs, list) and any(
+        isinstance(o, dict)
+        and isinstance(o.get("parameters"), dict)
+        and o["parameters"].get("binary_data")
+        for o in outputs
+    )
+
+
+def v2_binary_response(
+    name: str, version: int, request_id: str, predictions: list[Any]
+) -> tuple[dict[str, Any], bytes]:
+    """The response header and the raw bytes of the prediction tensor."""
+    import numpy as np
+
+    response = v2_response(name, version, request_id, predictions)
+    output = response["outputs"][0]
+    kind = output["datatype"]
+    if kind == "BYTES":
+        raw = b"".join(
+            len(b).to_bytes(4, "little") + b for b in (str(v).encode() for v in output["data"])
+        )
+    else:
+        raw = np.asarray(output["data"], dtype=NUMPY_DTYPES[kind]).tobytes()
+    del output["data"]
+    output["parameters"] = {"binary_data_size": len(raw)}
+    return response, raw
