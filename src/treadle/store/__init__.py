@@ -24,6 +24,7 @@ from treadle.store.protocols import (
     TrackingStore,
 )
 from treadle.store.sql.artifacts import SqlArtifactCatalog
+from treadle.store.sql.auth import SqlAuditStore, SqlAuthStore
 from treadle.store.sql.deployments import SqlDeploymentStore
 from treadle.store.sql.pipelines import SqlPipelineStore
 from treadle.store.sql.projects import SqlProjectStore
@@ -46,6 +47,8 @@ class Store:
     tracking: TrackingStore
     models: ModelRegistryStore
     deployments: DeploymentStore
+    auth: SqlAuthStore
+    audit: SqlAuditStore
 
     def close(self) -> None:
         self.db.close()
@@ -67,6 +70,8 @@ def open_store(settings: Settings, *, migrate: bool = True) -> Store:
         tracking=SqlTrackingStore(db),
         models=SqlModelRegistryStore(db),
         deployments=SqlDeploymentStore(db),
+        auth=SqlAuthStore(db),
+        audit=SqlAuditStore(db),
     )
 
 

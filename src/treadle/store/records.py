@@ -232,3 +232,49 @@ class DeploymentRevisionRecord:
     reason: str
     created_at: float
     created_by: str
+
+
+@dataclasses.dataclass(frozen=True)
+class UserRecord:
+    id: str
+    name: str
+    is_admin: bool
+    created_at: float
+    disabled: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenRecord:
+    """An API token; only its sha256 is stored, the secret is shown once."""
+
+    id: str
+    user_id: str
+    name: str
+    prefix: str
+    created_at: float
+    expires_at: float | None = None
+    revoked_at: float | None = None
+
+    def usable(self, now: float) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
+
+
+@dataclasses.dataclass(frozen=True)
+class MemberRecord:
+    project_id: str
+    user_id: str
+    user_name: str
+    role: str
+    created_at: float
+
+
+@dataclasses.dataclass(frozen=True)
+class AuditRecord:
+    id: int
+    project_id: str | None
+    user: str
+    action: str
+    target_type: str
+    target_id: str
+    detail: dict[str, Any]
+    at: float

@@ -146,7 +146,7 @@ def _check_open_store_upgrades_from_0001(url: str, home: Path) -> None:
 
     store = open_store(Settings(home=home, db_url=url, artifact_url=str(home / "artifacts")))
     try:
-        assert current_revision(store.db) == HEAD_REVISION == "0002"
+        assert current_revision(store.db) == HEAD_REVISION
         assert store.runs.get_run(run.id) == run
         model = store.models.ensure_model(run.project_id, "iris", "alice")
         version = store.models.add_version(

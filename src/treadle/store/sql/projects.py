@@ -40,6 +40,19 @@ class SqlProjectStore:
         row = rows[0]
         return ProjectRecord(row["id"], row["name"], row["created_at"], row["created_by"])
 
+    def get_project(self, name: str) -> ProjectRecord:
+        with self._db.read() as conn:
+            rows = conn.execute("SELECT * FROM projects WHERE name = :name", {"name": name})
+        if not rows:
+            raise NotFoundError(f"no project {name!r}", "list yours with `treadle projects list`")
+        row = rows[0]
+        return ProjectRecord(row["id"], row["name"], row["created_at"], row["created_by"])
+
+    def list_projects(self) -> list[ProjectRecord]:
+        with self._db.read() as conn:
+            rows = conn.execute("SELECT * FROM projects ORDER BY name")
+        return [ProjectRecord(r["id"], r["name"], r["created_at"], r["created_by"]) for r in rows]
+
     def ensure_experiment(self, project_id: str, name: str, user: str) -> ExperimentRecord:
         check_length(name, NAME_LIMIT, "experiment name")
         query = "SELECT * FROM experiments WHERE project_id = :project AND name = :name"

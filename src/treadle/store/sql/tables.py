@@ -255,3 +255,57 @@ deployment_revisions = sa.Table(
     sa.Column("created_by", sa.String(200), nullable=False),
     sa.UniqueConstraint("deployment_id", "number"),
 )
+
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False, unique=True),
+    sa.Column("is_admin", sa.Boolean, nullable=False),
+    sa.Column("disabled", sa.Boolean, nullable=False),
+    sa.Column("created_at", TIME, nullable=False),
+)
+
+tokens = sa.Table(
+    "tokens",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("user_id", ID, sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("prefix", sa.String(16), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_at", TIME, nullable=False),
+    sa.Column("expires_at", TIME, nullable=True),
+    sa.Column("revoked_at", TIME, nullable=True),
+    sa.Index(None, "user_id"),
+)
+
+members = sa.Table(
+    "members",
+    metadata,
+    sa.Column("project_id", ID, sa.ForeignKey("projects.id"), primary_key=True),
+    sa.Column("user_id", ID, sa.ForeignKey("users.id"), primary_key=True),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("created_at", TIME, nullable=False),
+    sa.Index(None, "user_id"),
+)
+
+audit_events = sa.Table(
+    "audit_events",
+    metadata,
+    sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("project_id", ID, nullable=True),
+    sa.Column("user_name", sa.String(200), nullable=False),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("target_type", sa.String(64), nullable=False),
+    sa.Column("target_id", sa.String(300), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Column("created_at", TIME, nullable=False),
+    sa.Index(None, "project_id", "created_at"),
+)
