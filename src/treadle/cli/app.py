@@ -11,6 +11,7 @@ from treadle.cli.common import err_console
 from treadle.cli.lineage import lineage
 from treadle.cli.run import run
 from treadle.cli.serve import deploy, serve
+from treadle.cli.up import up
 from treadle.errors import TreadleError
 
 app = typer.Typer(
@@ -31,6 +32,7 @@ app.add_typer(artifacts.app, name="artifacts")
 app.add_typer(models.app, name="models")
 app.command()(serve)
 app.command()(deploy)
+app.command()(up)
 app.add_typer(deployments.app, name="deployments")
 app.add_typer(db.app, name="db")
 

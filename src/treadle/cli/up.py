@@ -1,0 +1,21 @@
+"""`treadle up`: the control plane (REST API) on this machine."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from treadle.cli import common
+
+
+def up(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8080,
+) -> None:
+    """Start the platform server: the REST API over this home (runs, artifacts, metrics,
+    models, deployments), behind tokens. The first start creates an admin user and prints
+    its token once. Ctrl-C stops it."""
+    from treadle.server.up import UpOptions, serve
+
+    serve(common.settings(), UpOptions(host=host, port=port), common.err_console().print)

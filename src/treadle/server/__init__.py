@@ -1,0 +1,1 @@
+"""The platform server: REST API, auth, and `treadle up`."""

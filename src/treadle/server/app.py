@@ -1,0 +1,122 @@
+"""The platform's REST API: FastAPI over the store, under /api/v1, behind tokens.
+
+Routes are thin: they check access at the one choke point (`treadle.server.auth.need`),
+call the store or the layers above it, and return records (the store's dataclasses are
+the response schemas, so nothing is declared twice).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from typing import Any
+from urllib.parse import urlsplit
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from treadle.errors import TreadleError
+from treadle.server.routes import artifacts, audit, health, projects, runs
+from treadle.store import Store
+
+API = "/api/v1"
+MAX_BODY = 16 * 1024 * 1024
+
+
+class Guard:
+    """Refuses, before any route runs: bodies over the limit, a body that is not JSON on
+    a JSON endpoint, and requests a web page on another origin sent (no drive-by writes
+    from a browser)."""
+
+    def __init__(self, app: ASGIApp, max_body: int = MAX_BODY) -> None:
+        self.app = app
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        problem = self._problem(scope, headers)
+        if problem is not None:
+            status, message, hint = problem
+            response = JSONResponse({"error": message, "hint": hint}, status_code=status)
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    def _problem(self, scope: Scope, headers: dict[str, str]) -> tuple[int, str, str] | None:
+        origin = headers.get("origin")
+        if origin:
+            host = headers.get("host", "")
+            if urlsplit(origin).netloc != host:
+                return 403, f"requests from {origin} are refused", "call the API directly"
+        length = headers.get("content-length", "0")
+        if length.isdigit() and int(length) > self.max_body:
+            return 413, f"the body is over {self.max_body} bytes", "send less per request"
+        method = scope["method"]
+        if method in ("POST", "PUT", "PATCH") and length not in ("", "0"):
+            kind = headers.get("content-type", "")
+            path: str = scope["path"]
+            if "json" not in kind and not path.endswith("/content"):
+                return (
+                    415,
+                    f"this endpoint takes application/json, not {kind or 'nothing'}",
+                    ("send JSON with Content-Type: application/json"),
+                )
+        return None
+
+
+def _error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, TreadleError)
+    body: dict[str, Any] = {"error": exc.message}
+    if exc.hint:
+        body["hint"] = exc.hint
+    return JSONResponse(body, status_code=exc.http_status)
+
+
+def _invalid(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    first = errors[0] if errors else {}
+    field = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path"))
+    return JSONResponse(
+        {
+            "error": f"{field or 'request'}: {first.get('msg', 'invalid')}",
+            "field": field,
+            "details": [
+                {"field": ".".join(map(str, e.get("loc", ()))), "error": e.get("msg")}
+                for e in errors
+            ],
+        },
+        status_code=422,
+    )
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("treadle")
+    except importlib.metadata.PackageNotFoundError:
+        return "0"
+
+
+def create_app(store: Store) -> FastAPI:
+    """The API over `store`."""
+    app = FastAPI(
+        title="treadle",
+        version=_version(),
+        description="Pipelines, runs, artifacts, metrics, the model registry and deployments "
+        "of a treadle home. Every route but /healthz needs `Authorization: Bearer <token>`.",
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.store = store
+    app.add_exception_handler(TreadleError, _error)
+    app.add_exception_handler(RequestValidationError, _invalid)
+    app.include_router(health.router)
+    for module in (projects, runs, artifacts, audit):
+        app.include_router(module.router, prefix=API)
+    app.add_middleware(Guard)
+    return app

@@ -1,0 +1,133 @@
+"""Experiments, runs, step runs, params, metrics and logs of a project."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import PlainTextResponse
+from pydantic import BaseModel, Field
+
+from treadle.errors import NotFoundError
+from treadle.server.auth import Access, need, store_of
+from treadle.store.records import (
+    ExperimentSummary,
+    MetricRecord,
+    RunRecord,
+    StepRunRecord,
+)
+from treadle.types import RunState
+
+router = APIRouter(prefix="/projects/{project}", tags=["runs"])
+
+
+@router.get("/experiments", response_model=list[ExperimentSummary])
+def list_experiments(
+    request: Request, access: Access = Depends(need("viewer"))
+) -> list[ExperimentSummary]:
+    return store_of(request).projects.list_experiments(access.project.id)
+
+
+@router.get("/runs", response_model=list[RunRecord])
+def list_runs(
+    request: Request,
+    access: Access = Depends(need("viewer")),
+    experiment: str | None = None,
+    state: RunState | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[RunRecord]:
+    """Runs, newest first; filter by experiment name and state, page with limit/offset."""
+    store = store_of(request)
+    experiment_id = (
+        store.projects.find_experiment(access.project.id, experiment).id if experiment else None
+    )
+    return store.runs.list_runs(
+        access.project.id, experiment_id=experiment_id, state=state, limit=limit, offset=offset
+    )
+
+
+@router.get("/runs/{run_id}", response_model=RunRecord)
+def get_run(run_id: str, request: Request, access: Access = Depends(need("viewer"))) -> RunRecord:
+    """A run by id or unique prefix."""
+    return store_of(request).runs.get_run(run_id, access.project.id)
+
+
+@router.get("/runs/{run_id}/steps", response_model=list[StepRunRecord])
+def list_steps(
+    run_id: str, request: Request, access: Access = Depends(need("viewer"))
+) -> list[StepRunRecord]:
+    store = store_of(request)
+    return store.runs.list_steps(store.runs.get_run(run_id, access.project.id).id)
+
+
+@router.get("/runs/{run_id}/params", response_model=dict[str, str])
+def get_params(
+    run_id: str, request: Request, access: Access = Depends(need("viewer"))
+) -> dict[str, str]:
+    store = store_of(request)
+    return store.tracking.get_params(store.runs.get_run(run_id, access.project.id).id)
+
+
+@router.get("/runs/{run_id}/metrics", response_model=list[MetricRecord])
+def metric_history(
+    run_id: str, request: Request, key: str | None = None, access: Access = Depends(need("viewer"))
+) -> list[MetricRecord]:
+    """Every logged value, by key and step (one key with `?key=`)."""
+    store = store_of(request)
+    return store.tracking.metric_history(store.runs.get_run(run_id, access.project.id).id, key)
+
+
+class MetricIn(BaseModel):
+    key: str = Field(min_length=1, max_length=250)
+    value: float
+    step: int = Field(ge=0)
+    timestamp: float | None = None
+
+
+class MetricsIn(BaseModel):
+    metrics: list[MetricIn] = Field(max_length=100_000)
+
+
+class Logged(BaseModel):
+    stored: int
+
+
+@router.post("/runs/{run_id}/metrics", response_model=Logged)
+def log_metrics(
+    run_id: str, body: MetricsIn, request: Request, access: Access = Depends(need("editor"))
+) -> Logged:
+    """Store a batch of metric values for a run."""
+    store = store_of(request)
+    run = store.runs.get_run(run_id, access.project.id)
+    now = time.time()
+    store.tracking.log_metrics(
+        [MetricRecord(run.id, m.key, m.value, m.step, m.timestamp or now) for m in body.metrics]
+    )
+    return Logged(stored=len(body.metrics))
+
+
+@router.get("/runs/{run_id}/logs", response_class=PlainTextResponse)
+def logs(
+    run_id: str, request: Request, step: str | None = None, access: Access = Depends(need("viewer"))
+) -> str:
+    """What the run's steps printed, and their tracebacks, as text."""
+    store = store_of(request)
+    run = store.runs.get_run(run_id, access.project.id)
+    steps = store.runs.list_steps(run.id)
+    if step is not None:
+        steps = [s for s in steps if step in (s.node, s.step_name)]
+        if not steps:
+            raise NotFoundError(f"run {run.id[:8]} has no step {step!r}")
+    parts = []
+    for s in steps:
+        parts.append(f"== {s.node} (attempt {s.attempt}) {s.state.value}\n")
+        uri = s.log_uri or (store.runs.get_step(s.cached_from).log_uri if s.cached_from else None)
+        if uri:
+            parts.append(
+                store.objects.get_bytes(store.objects.sha_of(uri)).decode(errors="replace")
+            )
+        if s.error:
+            parts.append(s.error)
+    return "".join(parts)

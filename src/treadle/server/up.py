@@ -1,0 +1,78 @@
+"""`treadle up`: the control plane of one machine, in one process.
+
+First start: the home is created, the database migrated, an `admin` user made and its
+token printed once. Later starts print nothing secret. The API listens on 127.0.0.1
+unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+import time
+from collections.abc import Callable
+
+from treadle.config import Settings
+from treadle.errors import NotFoundError
+from treadle.server.auth import issue_token
+from treadle.store import Store, open_store
+
+ADMIN = "admin"
+
+
+@dataclasses.dataclass(frozen=True)
+class UpOptions:
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+
+def bootstrap(store: Store) -> str | None:
+    """Make the admin user and its token on first start; returns the token then, else None.
+    The default project exists and the admin owns it."""
+    try:
+        store.auth.get_user(ADMIN)
+        return None
+    except NotFoundError:
+        pass
+    admin = store.auth.create_user(ADMIN, is_admin=True)
+    project = store.projects.ensure_project(store.settings.project, ADMIN)
+    store.auth.set_member(project.id, admin.id, "owner")
+    _, secret = issue_token(store, admin, "first start")
+    store.audit.record(None, ADMIN, "bootstrap", "user", ADMIN)
+    return secret
+
+
+def serve(settings: Settings, options: UpOptions, announce: Callable[[str], None]) -> None:
+    import uvicorn
+
+    from treadle.server.app import create_app
+
+    started = time.monotonic()
+    store = open_store(settings)
+    secret = bootstrap(store)
+    app = create_app(store)
+    if secret is not None:
+        announce("created the admin user; its token (shown this once, keep it):")
+        announce(f"    {secret}")
+        announce(
+            f"use it with: export TREADLE_URL=http://{options.host}:{options.port} "
+            f"TREADLE_TOKEN={secret}"
+        )
+    config = uvicorn.Config(
+        app,
+        host=options.host,
+        port=options.port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+    )
+
+    class _Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            announce(
+                f"treadle is up on http://{options.host}:{options.port} "
+                f"(ready in {time.monotonic() - started:.2f}s; API docs at /docs)"
+            )
+
+    _Server(config).run()
