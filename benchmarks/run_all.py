@@ -1,4 +1,5 @@
-"""Run every benchmarks/bench_*.py and pass its JSON lines through (`make bench`).
+"""Run every benchmarks/bench_*.py and benchmarks/serving.py, passing their JSON lines
+through (`make bench`).
 
 Each benchmark runs in its own process, with this interpreter, so one benchmark's
 imports and open databases cannot flatter or slow down the next. Exits non-zero if a
@@ -22,7 +23,7 @@ def main() -> int:
     args = parser.parse_args()
     failed: list[str] = []
     missed: list[str] = []
-    for script in sorted(HERE.glob("bench_*.py")):
+    for script in [*sorted(HERE.glob("bench_*.py")), HERE / "serving.py"]:
         proc = subprocess.Popen(
             [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=HERE.parent
         )

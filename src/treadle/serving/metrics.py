@@ -69,7 +69,12 @@ class ServerMetrics:
 
     def batch_counter(self, model: str, version: int) -> Callable[[int], None]:
         """A function recording the rows of each predict call of one version."""
-        return self.batch_rows.labels(model, str(version)).observe
+        key = ("batch", model, version)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = self.batch_rows.labels(model, str(version)).observe
+        observe: Callable[[int], None] = found
+        return observe
 
     def observe(self, model: str, version: int, endpoint: str, status: int, seconds: float) -> None:
         key = (model, version, endpoint, status)
