@@ -12,8 +12,8 @@ import asyncio
 import contextlib
 import dataclasses
 import gc
-import sys
 import logging
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
