@@ -117,11 +117,16 @@ def deploy(
     candidate: Annotated[
         str, typer.Option(help="Alias (or version) of the candidate for --canary / --shadow.")
     ] = "challenger",
+    port: Annotated[
+        int | None,
+        typer.Option(min=1, max=65535, help="Port where `treadle up` runs its server."),
+    ] = None,
 ) -> None:
     """Create or change a managed deployment that follows an alias.
 
     Every change is a numbered revision; `treadle deployments rollback NAME` goes back.
-    Start its server with `treadle deployments serve NAME`.
+    With --port, `treadle up` runs and supervises its server; otherwise start it with
+    `treadle deployments serve NAME`.
     """
     from treadle.registry import parse_ref
     from treadle.serving import deployments
@@ -134,13 +139,19 @@ def deploy(
         policy=policy,
         candidate=candidate if policy != "single" else None,
         canary_weight=parse_percent(canary) if canary else 0.1,
+        port=port,
     )
     store = common.store()
     deployment, revision = deployments.deploy(store, common.project_id(), name, spec)
     common.console().print(
         f"deployment {deployment.name}: revision {revision.number} — {revision.reason}"
     )
-    common.console().print(f"serve it with `treadle deployments serve {deployment.name}`")
+    if deployment.spec.get("port"):
+        common.console().print(
+            f"`treadle up` serves it on http://127.0.0.1:{deployment.spec['port']}"
+        )
+    else:
+        common.console().print(f"serve it with `treadle deployments serve {deployment.name}`")
 
 
 def serve_deployment(

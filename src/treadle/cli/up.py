@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 import typer
@@ -16,6 +17,7 @@ def up(
     """Start the platform server: the REST API over this home (runs, artifacts, metrics,
     models, deployments), behind tokens. The first start creates an admin user and prints
     its token once. Ctrl-C stops it."""
+    started = time.monotonic()
     from treadle.server.up import UpOptions, serve
 
-    serve(common.settings(), UpOptions(host=host, port=port), common.err_console().print)
+    serve(common.settings(), UpOptions(host=host, port=port), common.err_console().print, started)

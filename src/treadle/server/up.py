@@ -2,7 +2,8 @@
 
 First start: the home is created, the database migrated, an `admin` user made and its
 token printed once. Later starts print nothing secret. The API listens on 127.0.0.1
-unless told otherwise.
+unless told otherwise; the deployment controller keeps the model servers of deployments
+that name a port running.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from treadle.config import Settings
 from treadle.errors import NotFoundError
 from treadle.server.auth import issue_token
+from treadle.server.controller import DeploymentController
 from treadle.store import Store, open_store
 
 ADMIN = "admin"
@@ -42,12 +44,19 @@ def bootstrap(store: Store) -> str | None:
     return secret
 
 
-def serve(settings: Settings, options: UpOptions, announce: Callable[[str], None]) -> None:
+def serve(
+    settings: Settings,
+    options: UpOptions,
+    announce: Callable[[str], None],
+    started: float | None = None,
+) -> None:
+    """Run the control plane until Ctrl-C. `started` (time.monotonic() when the command
+    began) makes the readiness time include start-up imports."""
     import uvicorn
 
     from treadle.server.app import create_app
 
-    started = time.monotonic()
+    began = time.monotonic() if started is None else started
     store = open_store(settings)
     secret = bootstrap(store)
     app = create_app(store)
@@ -67,12 +76,18 @@ def serve(settings: Settings, options: UpOptions, announce: Callable[[str], None
         lifespan="on",
     )
 
+    controller = DeploymentController(store, announce)
+
     class _Server(uvicorn.Server):
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets)
             announce(
                 f"treadle is up on http://{options.host}:{options.port} "
-                f"(ready in {time.monotonic() - started:.2f}s; API docs at /docs)"
+                f"(ready in {time.monotonic() - began:.2f}s; API docs at /docs)"
             )
 
-    _Server(config).run()
+    controller.start()
+    try:
+        _Server(config).run()
+    finally:
+        controller.stop()

@@ -27,7 +27,11 @@ def make_spec(
     policy: str = "single",
     candidate: str | None = None,
     canary_weight: float = 0.1,
+    port: int | None = None,
 ) -> dict[str, Any]:
+    """`port`: where `treadle up` runs the deployment's server (None: it does not)."""
+    if port is not None and not 0 < port < 65536:
+        raise InvalidInputError(f"port {port} is not a TCP port", "use 1024-65535")
     if policy not in POLICIES:
         raise InvalidInputError(f"unknown policy {policy!r}", f"use one of {', '.join(POLICIES)}")
     if policy != "single" and not candidate:
@@ -44,6 +48,7 @@ def make_spec(
         "candidate": candidate,
         "canary_weight": canary_weight if policy == "canary" else 0.0,
         "pinned": False,
+        "port": port,
     }
 
 
@@ -128,6 +133,8 @@ def deploy(
                 f"deployment {name!r} serves another model",
                 "choose another name, or deploy that model under this one",
             )
+        if spec.get("port") is None:  # a new policy keeps the deployment where it listens
+            spec = {**spec, "port": existing.spec.get("port")}
         deployment = store.deployments.update_spec(existing.id, spec)
         reason = f"policy now {spec['policy']}" + (
             f" with {spec['candidate']}" if spec.get("candidate") else ""
