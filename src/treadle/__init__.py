@@ -12,6 +12,8 @@ def training(rows: int = 500):
 run = training(rows=100)     # runs it, cached and recorded; returns a Run
 """
 
+from typing import TYPE_CHECKING, Any
+
 from treadle.dsl import Resources, StepOptions, step, unmapped
 from treadle.engine import RunOptions, pipeline, resume_run, run_pipeline
 from treadle.errors import TreadleError
@@ -28,9 +30,13 @@ from treadle.tracking import (
 )
 from treadle.types import Dataset, Metrics, Model, Report, RunState, StepState
 
+if TYPE_CHECKING:
+    from treadle.client import Client
+
 __version__ = "0.1.0"
 
 __all__ = [
+    "Client",
     "Dataset",
     "Metrics",
     "Model",
@@ -59,3 +65,12 @@ __all__ = [
     "step",
     "unmapped",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # the client (and httpx under it) loads on first use: most programs never talk to a server
+    if name == "Client":
+        from treadle.client import Client
+
+        return Client
+    raise AttributeError(f"module 'treadle' has no attribute {name!r}")

@@ -9,8 +9,11 @@
 | experiment     | TREADLE_EXPERIMENT     | default                           |
 | executor       | TREADLE_EXECUTOR       | local                             |
 | user           | TREADLE_USER           | the login name                    |
+| url            | TREADLE_URL            | none: work on the home directly   |
+| token          | TREADLE_TOKEN          | none                              |
 
-The config file is `<home>/config.toml` with the same names as keys.
+The config file is `<home>/config.toml` with the same names as keys. With `url` set, the
+CLI works against that treadle server (as the user `token` belongs to) instead of the home.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any
 
 from treadle.errors import ConfigError
 
-_KEYS = ("db_url", "artifact_url", "project", "experiment", "executor", "user")
+_KEYS = ("db_url", "artifact_url", "project", "experiment", "executor", "user", "url", "token")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +38,10 @@ class Settings:
     experiment: str = "default"
     executor: str = "local"
     user: str = "local"
+    url: str | None = None
+    """A treadle server's address; when set, the CLI talks to it instead of the home."""
+    token: str | None = dataclasses.field(default=None, repr=False)
+    """The API token for `url` (kept out of reprs and tracebacks)."""
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -84,4 +91,6 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         experiment=pick("experiment", "default"),
         executor=pick("executor", "local"),
         user=pick("user", _login()),
+        url=str(env.get("TREADLE_URL") or file_values.get("url") or "").strip() or None,
+        token=str(env.get("TREADLE_TOKEN") or file_values.get("token") or "").strip() or None,
     )

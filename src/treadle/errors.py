@@ -52,6 +52,18 @@ class ConflictError(TreadleError):
     http_status = 409
 
 
+class AccessError(TreadleError):
+    """A treadle server refused the caller: no valid token (401), or a role too low (403)."""
+
+    http_status = 401
+    default_hint = "check TREADLE_TOKEN: `treadle up` prints the first one at its first start"
+
+
+class PermissionDeniedError(AccessError):
+    http_status = 403
+    default_hint = "check TREADLE_TOKEN, or ask an owner of the project for a higher role"
+
+
 class StoreUnavailableError(TreadleError):
     """The metadata database or artifact store cannot be reached."""
 

@@ -860,3 +860,40 @@ def test_copy_step_tracking_gives_a_cache_hit_the_original_params_and_metrics(
     ] == [("acc", 0.8, 0, T0 + 1, hit.id), ("acc", 0.9, 1, T0 + 2, hit.id)]
     assert tracking.get_params(first.id) == {"lr": "0.1", "run_level": "x"}
     assert len(tracking.metric_history(first.id)) == 3
+
+
+# -- heartbeats -------------------------------------------------------------------------
+
+
+def test_a_silent_running_run_is_failed_with_its_running_steps(world: World) -> None:
+    """A dead executor (no heartbeat) and a slow one (heartbeats) are told apart."""
+    store = world.store
+    silent = make_run(world, name="silent")
+    store.runs.set_run_state(silent.id, RunState.RUNNING, at=T0)
+    store.runs.start_step(step_record(silent, started_at=T0 + 1))
+    slow = make_run(world, name="slow")
+    store.runs.set_run_state(slow.id, RunState.RUNNING, at=T0)
+    store.runs.heartbeat(slow.id, T0 + 100)
+    done = make_run(world, name="done")
+    store.runs.set_run_state(done.id, RunState.SUCCEEDED, at=T0 + 2)
+
+    failed = store.runs.fail_stale(T0 + 50, T0 + 101)
+
+    assert [r.id for r in failed] == [silent.id]
+    now_silent = store.runs.get_run(silent.id)
+    assert now_silent.state is RunState.FAILED and now_silent.state.resumable
+    assert "resume" in (now_silent.error or "")
+    assert [s.state for s in store.runs.list_steps(silent.id)] == [StepState.FAILED]
+    assert store.runs.get_run(slow.id).state is RunState.RUNNING
+    assert store.runs.get_run(slow.id).heartbeat_at == T0 + 100
+    assert store.runs.get_run(done.id).state is RunState.SUCCEEDED
+    assert store.runs.fail_stale(T0 + 50, T0 + 102) == []
+
+
+def test_a_heartbeat_does_not_revive_a_finished_run(world: World) -> None:
+    store = world.store
+    run = make_run(world)
+    store.runs.set_run_state(run.id, RunState.RUNNING, at=T0)
+    store.runs.set_run_state(run.id, RunState.FAILED, at=T0 + 1, error="boom")
+    store.runs.heartbeat(run.id, T0 + 5)
+    assert store.runs.get_run(run.id).heartbeat_at == T0

@@ -27,6 +27,7 @@ ROOT = {
     "serve": "Serve a registered model over HTTP",
     "deploy": "Create or change a managed deployment",
     "deployments": "Managed deployments: revisions, traffic, rollback",
+    "up": "Start the platform server",
 }
 GROUPS = {
     "runs": {
@@ -75,6 +76,7 @@ def test_root_help_lists_every_command_with_its_help(home: Path) -> None:
     result = treadle(home, "--help")
     assert "Usage: treadle [OPTIONS] COMMAND [ARGS]..." in result.stdout
     assert "TREADLE_HOME" in result.stdout and "--debug" in result.stdout
+    assert "--url" in result.stdout and "TREADLE_URL" in result.stdout
     commands = _commands(result)
     assert set(commands) == set(ROOT)
     for name, start in ROOT.items():

@@ -8,6 +8,7 @@ import sys
 import treadle
 
 EXPECTED = {
+    "Client",
     "Dataset",
     "Metrics",
     "Model",

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
 import typer
 
-from treadle.cli import artifacts, db, deployments, experiments, models, runs
+from treadle.cli import artifacts, common, db, deployments, experiments, models, runs
 from treadle.cli.common import err_console
 from treadle.cli.lineage import lineage
 from treadle.cli.run import run
@@ -19,11 +20,32 @@ app = typer.Typer(
     help="Pipelines that run locally, cached, resumable and tracked; a model registry; "
     "model servers.\n\n"
     "Settings come from TREADLE_HOME (default ~/.treadle), TREADLE_DB_URL and "
-    "TREADLE_ARTIFACT_URL. Add --debug to any command for a full traceback.",
+    "TREADLE_ARTIFACT_URL. With TREADLE_URL (or --url) and TREADLE_TOKEN set, the commands "
+    "that read runs, artifacts, models and deployments, and those that move aliases and "
+    "traffic, work against that treadle server instead. Add --debug to any command for a "
+    "full traceback.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+@app.callback()
+def _root(
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--url",
+            metavar="URL",
+            help="Work against the treadle server at URL (as TREADLE_TOKEN's user) instead "
+            "of the local home; overrides TREADLE_URL.",
+        ),
+    ] = None,
+) -> None:
+    if url:
+        common.use_url(url)
+
+
 app.command()(run)
 app.command()(lineage)
 app.add_typer(runs.app, name="runs")
@@ -45,12 +67,34 @@ def version() -> None:
     typer.echo(__version__)
 
 
+def _take_url(args: list[str]) -> list[str]:
+    """`--url URL` may come anywhere, like --debug (click wants it before the command)."""
+    out: list[str] = []
+    rest = iter(args)
+    for arg in rest:
+        if arg == "--":
+            out += [arg, *rest]
+            break
+        if arg.startswith("--url="):
+            common.use_url(arg.removeprefix("--url="))
+        elif arg == "--url":
+            value = next(rest, None)
+            if value is None:  # let click say the option wants a value
+                out.append(arg)
+            else:
+                common.use_url(value)
+        else:
+            out.append(arg)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: one-line errors with a hint; --debug shows the traceback instead."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     if debug:
         args.remove("--debug")
+    args = _take_url(args)
     try:
         code = app(args=args, prog_name="treadle", standalone_mode=False)
     except typer.Exit as exc:

@@ -1,22 +1,84 @@
-"""What every command shares: the store, the console, and how ids and times print."""
+"""What every command shares: the store, the console, and how ids and times print.
+
+With TREADLE_URL (or --url) set, `store()` reads through that server's API instead of
+the home, so reading commands run the same code either way; commands that only work on
+a local home ask for `local_store()`, which refuses clearly in that case.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from treadle.config import Settings, load_settings
-from treadle.store import Store, open_store
+from treadle.errors import ConfigError
+from treadle.store.protocols import StoreView
+
+if TYPE_CHECKING:
+    from treadle.client import Client
+    from treadle.store import Store
+
+_url: str | None = None
+
+
+def use_url(url: str) -> None:
+    """Work against the server at `url` (the --url option), whatever TREADLE_URL says."""
+    global _url
+    _url = url
+    for cached in (settings, store, local_store, client, project_id):
+        cached.cache_clear()
 
 
 @cache
 def settings() -> Settings:
-    return load_settings()
+    loaded = load_settings()
+    return loaded.replace(url=_url) if _url else loaded
+
+
+def remote() -> bool:
+    return settings().url is not None
 
 
 @cache
-def store() -> Store:
+def client() -> Client:
+    from treadle.client import Client
+
+    s = settings()
+    return Client(s.url, s.token, project=s.project)
+
+
+@cache
+def store() -> StoreView:
+    """The records to read: the home's store, or the server's through its API."""
+    if remote():
+        from treadle.client import remote_store
+
+        return remote_store(client(), settings())
+    return local_store()
+
+
+def require_local(command: str) -> None:
+    """Refuse, in one line with a hint, a command that needs the home itself."""
+    url = settings().url
+    if url is not None:
+        raise ConfigError(
+            f"`treadle {command}` works on a local home only, and TREADLE_URL (or --url) "
+            f"points at the server {url}",
+            "unset TREADLE_URL (and drop --url) to use the local home",
+        )
+
+
+@cache
+def local_store() -> Store:
+    """The home's own store, for commands that run, serve or change things on this machine."""
+    from treadle.store import open_store
+
+    if remote():
+        raise ConfigError(
+            "this command works on a local home only, not through a server",
+            "unset TREADLE_URL (and drop --url) to use the local home",
+        )
     return open_store(settings())
 
 

@@ -14,6 +14,7 @@ app = typer.Typer(help="Manage the metadata database schema.", no_args_is_help=T
 @app.command()
 def upgrade() -> None:
     """Apply pending migrations (stores also do this when they open)."""
+    common.require_local("db upgrade")
     db = connect(common.settings().db_url)
     try:
         before = migrate.current_revision(db)
@@ -29,6 +30,7 @@ def upgrade() -> None:
 @app.command()
 def current() -> None:
     """Print the schema revision of the database and where it is."""
+    common.require_local("db current")
     s = common.settings()
     db = connect(s.db_url)
     try:

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from treadle.cli import common
+from treadle.cli.actions import actions
 from treadle.cli.serve import parse_percent, serve_deployment
 from treadle.errors import InvalidInputError
 
@@ -70,36 +71,21 @@ def show(name: Annotated[str, typer.Argument(help="Deployment name.")]) -> None:
 def rollback(name: Annotated[str, typer.Argument(help="Deployment name.")]) -> None:
     """Go back to the previous revision's versions and stay there (pinned) until
     `treadle deployments follow NAME` or a new `treadle deploy`."""
-    from treadle.serving import deployments as ops
-
-    revision = ops.rollback(common.store(), common.project_id(), name)
+    revision = actions().rollback(name)
     common.console().print(f"{name}: revision {revision.number} — {revision.reason}")
 
 
 @app.command()
 def follow(name: Annotated[str, typer.Argument(help="Deployment name.")]) -> None:
     """Follow the aliases again after a rollback."""
-    from treadle.serving import deployments as ops
-
-    revision = ops.follow(common.store(), common.project_id(), name)
+    revision = actions().follow(name)
     common.console().print(f"{name}: revision {revision.number} — {revision.reason}")
 
 
 def _set_policy(name: str, policy: str, candidate: str | None, weight: float = 0.1) -> None:
-    from treadle.serving import deployments as ops
-
-    store, project = common.store(), common.project_id()
-    d = store.deployments.get_deployment(project, name)
-    spec = {
-        **d.spec,
-        "policy": policy,
-        "candidate": candidate,
-        "canary_weight": weight if policy == "canary" else 0.0,
-        "pinned": False,
-    }
     if policy != "single" and not candidate:
         raise InvalidInputError(f"{policy} needs --candidate")
-    _, revision = ops.deploy(store, project, name, spec)
+    revision = actions().set_traffic(name, policy, candidate, weight)
     common.console().print(f"{name}: revision {revision.number} — {revision.reason}")
 
 

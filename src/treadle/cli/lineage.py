@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from treadle.cli import common
-from treadle.store import Store
+from treadle.store.protocols import StoreView
 from treadle.store.records import ArtifactRecord
 
 
@@ -15,7 +15,7 @@ def _label(a: ArtifactRecord) -> str:
     return f"[bold]{a.name}[/] {common.short(a.id)} ({a.kind}, {a.size} bytes)"
 
 
-def _add_upstream(store: Store, artifact_id: str, tree: Any, depth: int) -> None:
+def _add_upstream(store: StoreView, artifact_id: str, tree: Any, depth: int) -> None:
     """Under `tree`: the step run that computed the artifact, then its inputs, recursively."""
     lineage = store.artifacts.lineage(artifact_id)
     producers = [e for e in lineage.produced_by if not e.step_run.cached_from]

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from treadle.cli import common
+from treadle.cli.actions import actions
 
 # The registry (and the model flavors under it) load in the commands that use them.
 
@@ -119,11 +120,7 @@ def alias(
     require: Require = None,
 ) -> None:
     """Point an alias at a version (through gate conditions, if given)."""
-    from treadle.registry import set_alias as move_alias
-
-    record, results = move_alias(
-        f"{name}@{version}", alias_name, require_conditions=require or [], store=common.store()
-    )
+    record, results = actions().set_alias(name, alias_name, version, require or [])
     for r in results:
         common.console().print(f"  [green]✓[/] {r.condition}  ({r.detail})")
     common.console().print(f"{name}@{record.alias} → v{record.version}")
@@ -138,11 +135,7 @@ def promote(
 ) -> None:
     """Move an alias to the version another alias points at, e.g. challenger → champion,
     refusing (naming the failed condition) unless every gate condition holds."""
-    from treadle.registry import promote as promote_alias
-
-    record, results = promote_alias(
-        name, source=source, target=target, require_conditions=require or [], store=common.store()
-    )
+    record, results = actions().promote(name, source, target, require or [])
     for r in results:
         common.console().print(f"  [green]✓[/] {r.condition}  ({r.detail})")
     common.console().print(f"promoted: {name}@{record.alias} → v{record.version}")
@@ -178,12 +171,7 @@ def trust(
     revoke: Annotated[bool, typer.Option("--revoke", help="Take the trust back.")] = False,
 ) -> None:
     """Mark a version trusted: only then do pickled models (or unknown types) load."""
-    from treadle.registry import resolve
-
-    store, project = common.store(), common.project_id()
-    model, record = resolve(store, project, f"{name}@{version}")
-    updated = store.models.set_trusted(record.id, not revoke)
+    updated = actions().trust(name, version, not revoke)
     common.console().print(
-        f"{model.name} v{updated.version} is "
-        + ("trusted" if updated.trusted else "no longer trusted")
+        f"{name} v{updated.version} is " + ("trusted" if updated.trusted else "no longer trusted")
     )

@@ -102,9 +102,10 @@ def run(
 
     Example: treadle run examples/quickstart/pipeline.py -p c=0.5 -e demo
     """
+    common.require_local("run")
     pipeline, source = find_pipeline(target)
     params = pipeline.parse_params(parse_assignments(param or []))
-    store = common.store()
+    store = common.local_store()
     with Progress(common.console()) as progress, interrupted_notice(progress):
         result = run_pipeline(
             pipeline,

@@ -223,10 +223,11 @@ def resume(
     workers: Annotated[int | None, typer.Option(min=1)] = None,
 ) -> None:
     """Re-run only the steps of a run that did not finish, reusing every finished one."""
+    common.require_local("runs resume")
     with Progress(common.console()) as progress, interrupted_notice(progress):
         result = resume_run(
             run_id,
-            common.store(),
+            common.local_store(),
             RunOptions(executor=executor, max_workers=workers, on_event=progress),
         )
     summarize(result, progress)

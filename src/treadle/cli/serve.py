@@ -80,7 +80,8 @@ def serve(
     from treadle.registry import parse_ref
     from treadle.serving.server import RefSource, run
 
-    store = common.store()
+    common.require_local("serve")
+    store = common.local_store()
     source = RefSource(store, common.project_id(), parse_ref(ref))
     source.poll()  # a missing model or version is an error now, not in the server log
     run(
@@ -128,6 +129,7 @@ def deploy(
     With --port, `treadle up` runs and supervises its server; otherwise start it with
     `treadle deployments serve NAME`.
     """
+    common.require_local("deploy")
     from treadle.registry import parse_ref
     from treadle.serving import deployments
 
@@ -141,7 +143,7 @@ def deploy(
         canary_weight=parse_percent(canary) if canary else 0.1,
         port=port,
     )
-    store = common.store()
+    store = common.local_store()
     deployment, revision = deployments.deploy(store, common.project_id(), name, spec)
     common.console().print(
         f"deployment {deployment.name}: revision {revision.number} — {revision.reason}"
@@ -168,7 +170,8 @@ def serve_deployment(
     """Run a deployment's model server until Ctrl-C, following its revisions."""
     from treadle.serving.server import DeploymentSource, run
 
-    store = common.store()
+    common.require_local("deployments serve")
+    store = common.local_store()
     source = DeploymentSource(store, common.project_id(), name)
     run(
         store,

@@ -14,10 +14,14 @@ def up(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8080,
 ) -> None:
-    """Start the platform server: the REST API over this home (runs, artifacts, metrics,
-    models, deployments), behind tokens. The first start creates an admin user and prints
-    its token once. Ctrl-C stops it."""
+    """Start the platform server: the REST API over this home, behind tokens.
+
+    The API serves runs, artifacts, metrics, models and deployments, and the deployment
+    controller keeps the servers of deployments with a port running. The first start
+    creates an admin user and prints its token once. Ctrl-C stops it.
+    """
     started = time.monotonic()
+    common.require_local("up")
     from treadle.server.up import UpOptions, serve
 
     serve(common.settings(), UpOptions(host=host, port=port), common.err_console().print, started)

@@ -38,6 +38,7 @@ from treadle.engine.task import ArtifactInput, StepResult, StepTask, TaskInput
 from treadle.errors import ConflictError, InvalidInputError, NotFoundError
 from treadle.store import Store, materializers
 from treadle.store.records import LineageEdge, RunRecord, StepRunRecord, new_id
+from treadle.tracking.heartbeat import STALE_SECONDS, Heartbeat
 from treadle.tracking.run import Run, latest_attempts
 from treadle.types import RunState, StepState
 
@@ -482,7 +483,7 @@ def _execute(
         )
     )
     try:
-        with capture.routing():
+        with capture.routing(), Heartbeat(store, run.id):
             execution.run_all()
     except KeyboardInterrupt:
         execution.interrupt()
@@ -553,6 +554,7 @@ def run_pipeline(
         attempt=1,
         created_at=now,
         started_at=now,
+        heartbeat_at=now,
     )
     # an unknown executor is refused before anything is recorded
     executor = make_executor(run.executor, store, traced.steps)
@@ -573,6 +575,8 @@ def resume_run(
     run = store.runs.get_run(
         run_id, store.projects.ensure_project(store.settings.project, store.settings.user).id
     )
+    store.runs.fail_stale(time.time() - STALE_SECONDS, time.time())
+    run = store.runs.get_run(run.id)
     if not run.state.resumable:
         raise ConflictError(
             f"run {run.id[:8]} is {run.state.value}; only FAILED or CANCELLED runs resume",

@@ -20,6 +20,7 @@ from typing import Any
 from treadle.errors import CorruptArtifactError
 from treadle.models.signature import Signature
 from treadle.store.artifacts import ArtifactStore
+from treadle.store.protocols import ObjectReader
 
 MANIFEST = "treadle-model.json"
 FORMAT_VERSION = 1
@@ -71,7 +72,7 @@ def save_manifest(manifest: Manifest, objects: ArtifactStore) -> str:
     return sha
 
 
-def read_manifest(manifest_sha: str, objects: ArtifactStore) -> Manifest:
+def read_manifest(manifest_sha: str, objects: ObjectReader) -> Manifest:
     return Manifest.from_json(objects.get_bytes(manifest_sha))
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 from treadle.errors import InvalidInputError, NotFoundError
-from treadle.store import Store
+from treadle.store.protocols import StoreView
 from treadle.store.records import ModelVersionRecord, RegisteredModelRecord
 
 
@@ -34,7 +34,7 @@ def parse_ref(text: str) -> ModelRef:
 
 
 def resolve(
-    store: Store, project_id: str, ref: ModelRef | str
+    store: StoreView, project_id: str, ref: ModelRef | str
 ) -> tuple[RegisteredModelRecord, ModelVersionRecord]:
     """The registered model and the version a reference points at now."""
     ref = parse_ref(ref) if isinstance(ref, str) else ref

@@ -14,10 +14,21 @@ from urllib.parse import urlsplit
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from treadle.errors import TreadleError
-from treadle.server.routes import artifacts, audit, health, projects, runs
+from treadle.server.routes import (
+    artifacts,
+    audit,
+    deployments,
+    health,
+    models,
+    pipelines,
+    projects,
+    runs,
+    steps,
+)
 from treadle.store import Store
 
 API = "/api/v1"
@@ -25,9 +36,9 @@ MAX_BODY = 16 * 1024 * 1024
 
 
 class Guard:
-    """Refuses, before any route runs: bodies over the limit, a body that is not JSON on
-    a JSON endpoint, and requests a web page on another origin sent (no drive-by writes
-    from a browser)."""
+    """Refuses, before any route runs: bodies over the limit (declared or streamed in
+    chunks), a body that is not JSON on a JSON endpoint, and requests a web page on
+    another origin sent (no drive-by writes from a browser)."""
 
     def __init__(self, app: ASGIApp, max_body: int = MAX_BODY) -> None:
         self.app = app
@@ -39,12 +50,31 @@ class Guard:
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         problem = self._problem(scope, headers)
+        if problem is None and scope["method"] in ("POST", "PUT", "PATCH"):
+            body, complete = await self._read(receive)
+            problem = self._body_problem(scope, headers, body, complete)
+            receive = _replay(body, receive)
         if problem is not None:
             status, message, hint = problem
             response = JSONResponse({"error": message, "hint": hint}, status_code=status)
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+    async def _read(self, receive: Receive) -> tuple[bytes, bool]:
+        """The whole body, or (what was read, False) once it passes the limit."""
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                return b"", False
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        return b"".join(chunks), True
 
     def _problem(self, scope: Scope, headers: dict[str, str]) -> tuple[int, str, str] | None:
         origin = headers.get("origin")
@@ -55,17 +85,36 @@ class Guard:
         length = headers.get("content-length", "0")
         if length.isdigit() and int(length) > self.max_body:
             return 413, f"the body is over {self.max_body} bytes", "send less per request"
-        method = scope["method"]
-        if method in ("POST", "PUT", "PATCH") and length not in ("", "0"):
-            kind = headers.get("content-type", "")
-            path: str = scope["path"]
-            if "json" not in kind and not path.endswith("/content"):
-                return (
-                    415,
-                    f"this endpoint takes application/json, not {kind or 'nothing'}",
-                    ("send JSON with Content-Type: application/json"),
-                )
         return None
+
+    def _body_problem(
+        self, scope: Scope, headers: dict[str, str], body: bytes, complete: bool
+    ) -> tuple[int, str, str] | None:
+        if not complete:
+            return 413, f"the body is over {self.max_body} bytes", "send less per request"
+        kind = headers.get("content-type", "")
+        path: str = scope["path"]
+        if body and "json" not in kind and not path.endswith("/content"):
+            return (
+                415,
+                f"this endpoint takes application/json, not {kind or 'nothing'}",
+                "send JSON with Content-Type: application/json",
+            )
+        return None
+
+
+def _replay(body: bytes, original: Receive) -> Receive:
+    """A `receive` that hands the already-read body to the app, then listens on."""
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await original()
+
+    return receive
 
 
 def _error(request: Request, exc: Exception) -> JSONResponse:
@@ -74,6 +123,16 @@ def _error(request: Request, exc: Exception) -> JSONResponse:
     if exc.hint:
         body["hint"] = exc.hint
     return JSONResponse(body, status_code=exc.http_status)
+
+
+def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    """Starlette's own refusals (an unknown path, a wrong method) in the API's shape."""
+    assert isinstance(exc, StarletteHTTPException)
+    return JSONResponse(
+        {"error": str(exc.detail)},
+        status_code=exc.status_code,
+        headers=getattr(exc, "headers", None),
+    )
 
 
 def _invalid(request: Request, exc: Exception) -> JSONResponse:
@@ -115,8 +174,9 @@ def create_app(store: Store) -> FastAPI:
     app.state.store = store
     app.add_exception_handler(TreadleError, _error)
     app.add_exception_handler(RequestValidationError, _invalid)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.include_router(health.router)
-    for module in (projects, runs, artifacts, audit):
+    for module in (projects, runs, steps, pipelines, artifacts, models, deployments, audit):
         app.include_router(module.router, prefix=API)
     app.add_middleware(Guard)
     return app

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import socket
+import threading
 import time
 from collections.abc import Callable
 
@@ -18,6 +19,7 @@ from treadle.errors import NotFoundError
 from treadle.server.auth import issue_token
 from treadle.server.controller import DeploymentController
 from treadle.store import Store, open_store
+from treadle.tracking.heartbeat import STALE_SECONDS
 
 ADMIN = "admin"
 
@@ -42,6 +44,23 @@ def bootstrap(store: Store) -> str | None:
     _, secret = issue_token(store, admin, "first start")
     store.audit.record(None, ADMIN, "bootstrap", "user", ADMIN)
     return secret
+
+
+def reap_abandoned_runs(store: Store, announce: Callable[[str], None]) -> None:
+    """RUNNING runs whose executor fell silent become FAILED, so they can be resumed."""
+    for run in store.runs.fail_stale(time.time() - STALE_SECONDS, time.time()):
+        announce(
+            f"run {run.id[:8]} ({run.name}) lost its executor; it is FAILED now, and "
+            f"`treadle runs resume {run.id[:8]}` finishes it"
+        )
+
+
+def _reap_until(store: Store, announce: Callable[[str], None], stop: threading.Event) -> None:
+    while not stop.wait(STALE_SECONDS / 3):
+        try:
+            reap_abandoned_runs(store, announce)
+        except Exception as exc:  # keep watching; a busy database passes
+            announce(f"checking for abandoned runs failed: {exc}")
 
 
 def serve(
@@ -76,6 +95,11 @@ def serve(
         lifespan="on",
     )
 
+    stop = threading.Event()
+    reap_abandoned_runs(store, announce)
+    threading.Thread(
+        target=_reap_until, args=(store, announce, stop), daemon=True, name="treadle-reaper"
+    ).start()
     controller = DeploymentController(store, announce)
 
     class _Server(uvicorn.Server):
@@ -90,4 +114,5 @@ def serve(
     try:
         _Server(config).run()
     finally:
+        stop.set()
         controller.stop()

@@ -62,13 +62,9 @@ def set_traffic(
     """Switch a deployment to `single`, `canary` (candidate gets `canary` of requests) or
     `shadow` (candidate sees copies)."""
     store, project = _open(store)
-    current = store.deployments.get_deployment(project, name)
-    primary = str(current.spec["primary"])
-    ref = parse_ref(
-        f"{current.spec['model']}@{primary}" if primary != "latest" else current.spec["model"]
-    )
-    spec = deployments.make_spec(ref, policy=policy, candidate=candidate, canary_weight=canary)
-    return deployments.deploy(store, project, name, spec)[1]
+    return deployments.set_traffic(
+        store, project, name, policy, candidate=candidate, canary_weight=canary
+    )[1]
 
 
 def rollback(name: str, *, store: Store | None = None) -> DeploymentRevisionRecord:

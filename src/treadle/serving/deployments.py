@@ -142,6 +142,28 @@ def deploy(
     return deployment, sync(store, project_id, deployment, reason)
 
 
+def set_traffic(
+    store: Store,
+    project_id: str,
+    name: str,
+    policy: str,
+    *,
+    candidate: str | None = None,
+    canary_weight: float = 0.1,
+) -> tuple[DeploymentRecord, DeploymentRevisionRecord]:
+    """Switch a deployment to `single`, `canary` (the candidate takes `canary_weight` of
+    the requests) or `shadow` (the candidate sees copies), keeping what it follows and
+    where it listens. It follows its aliases again if a rollback had pinned it."""
+    current = store.deployments.get_deployment(project_id, name)
+    spec = make_spec(
+        _selector(current.spec["model"], current.spec["primary"]),
+        policy=policy,
+        candidate=candidate if policy != "single" else None,
+        canary_weight=canary_weight,
+    )
+    return deploy(store, project_id, name, spec)
+
+
 def rollback(store: Store, project_id: str, name: str) -> DeploymentRevisionRecord:
     """Go back to the versions of the revision before the current one, and pin there
     (the deployment stops following aliases until `follow` or a new `deploy`). Rolling

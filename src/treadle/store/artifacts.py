@@ -31,10 +31,21 @@ SCHEME = "treadle-object"
 _HEX = frozenset("0123456789abcdef")
 
 
-def _check_sha(sha: str) -> str:
+def check_sha(sha: str) -> str:
     if len(sha) != 64 or not set(sha) <= _HEX:
         raise InvalidInputError(f"{sha!r} is not a sha256 digest")
     return sha
+
+
+def sha_of_uri(uri: str) -> str:
+    """The sha256 an object URI names."""
+    prefix = f"{SCHEME}:sha256:"
+    if not uri.startswith(prefix):
+        raise InvalidInputError(
+            f"artifact URI {uri!r} is not one of this store's",
+            f"artifact URIs look like {prefix}<64 hex digits>",
+        )
+    return check_sha(uri[len(prefix) :])
 
 
 class ArtifactStore:
@@ -69,21 +80,15 @@ class ArtifactStore:
     # -- addressing -------------------------------------------------------------------
 
     def uri(self, sha: str) -> str:
-        return f"{SCHEME}:sha256:{_check_sha(sha)}"
+        return f"{SCHEME}:sha256:{check_sha(sha)}"
 
     def _object_path(self, sha: str) -> str:
-        sha = _check_sha(sha)
+        sha = check_sha(sha)
         rel = f"objects/{sha[:2]}/{sha}"
         return str(self.root / rel) if self._local else f"{self.url}/{rel}"
 
     def sha_of(self, uri: str) -> str:
-        prefix = f"{SCHEME}:sha256:"
-        if not uri.startswith(prefix):
-            raise InvalidInputError(
-                f"artifact URI {uri!r} is not one of this store's",
-                f"artifact URIs look like {prefix}<64 hex digits>",
-            )
-        return _check_sha(uri[len(prefix) :])
+        return sha_of_uri(uri)
 
     def local_path(self, uri: str) -> Path:
         """The file behind `uri` on this machine (local stores only)."""

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
-from treadle.errors import ConfigError, StoreUnavailableError
+from treadle.errors import ConfigError, InvalidInputError, StoreUnavailableError
 
 Row = Mapping[str, Any]
 Params = Mapping[str, Any]
@@ -50,11 +50,17 @@ class _SqliteConnection:
         self._raw = raw
 
     def execute(self, sql: str, params: Params | None = None) -> list[Row]:
-        rows: list[Row] = self._raw.execute(sql, params or {}).fetchall()
+        try:
+            rows: list[Row] = self._raw.execute(sql, params or {}).fetchall()
+        except OverflowError as exc:
+            raise _unstorable(exc) from None
         return rows
 
     def executemany(self, sql: str, rows: Sequence[Params]) -> None:
-        self._raw.executemany(sql, rows)
+        try:
+            self._raw.executemany(sql, rows)
+        except OverflowError as exc:
+            raise _unstorable(exc) from None
 
 
 class SqliteDatabase:
@@ -114,21 +120,38 @@ class SqliteDatabase:
 
 
 class _SqlAlchemyConnection:
-    __slots__ = ("_conn", "_text")
+    __slots__ = ("_conn", "_data_error", "_text")
 
-    def __init__(self, conn: Any, text: Any) -> None:
+    def __init__(self, conn: Any, text: Any, data_error: type[Exception]) -> None:
         self._conn = conn
         self._text = text
+        self._data_error = data_error
 
     def execute(self, sql: str, params: Params | None = None) -> list[Row]:
-        result = self._conn.execute(self._text(sql), dict(params or {}))
+        try:
+            result = self._conn.execute(self._text(sql), dict(params or {}))
+        except self._data_error as exc:
+            raise _unstorable(exc) from None
         if not result.returns_rows:
             return []
         return list(result.mappings().all())
 
     def executemany(self, sql: str, rows: Sequence[Params]) -> None:
         if rows:
-            self._conn.execute(self._text(sql), [dict(r) for r in rows])
+            try:
+                self._conn.execute(self._text(sql), [dict(r) for r in rows])
+            except self._data_error as exc:
+                raise _unstorable(exc) from None
+
+
+def _unstorable(exc: BaseException) -> InvalidInputError:
+    """A value the database cannot hold (a NUL character, a number past 64 bits) is the
+    caller's mistake, not the store's."""
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return InvalidInputError(
+        f"a value cannot be stored: {first}",
+        "remove NUL characters and keep whole numbers within 64 bits",
+    )
 
 
 class SqlAlchemyDatabase:
@@ -139,6 +162,7 @@ class SqlAlchemyDatabase:
 
         self.url = url
         self._text = sqlalchemy.text
+        self._data_error = sqlalchemy.exc.DataError
         try:
             self.engine = sqlalchemy.create_engine(url, pool_pre_ping=True, future=True)
             self.dialect = self.engine.dialect.name
@@ -153,13 +177,13 @@ class SqlAlchemyDatabase:
     @contextmanager
     def read(self) -> Iterator[Connection]:
         with self.engine.connect() as conn:
-            yield _SqlAlchemyConnection(conn, self._text)
+            yield _SqlAlchemyConnection(conn, self._text, self._data_error)
             conn.rollback()
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
         with self.engine.begin() as conn:
-            yield _SqlAlchemyConnection(conn, self._text)
+            yield _SqlAlchemyConnection(conn, self._text, self._data_error)
 
     def close(self) -> None:
         self.engine.dispose()

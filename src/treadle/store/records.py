@@ -71,6 +71,8 @@ class RunRecord:
     started_at: float | None = None
     ended_at: float | None = None
     error: str | None = None
+    heartbeat_at: float | None = None
+    """Last sign of life from whoever executes the run (every few seconds while RUNNING)."""
 
     @property
     def duration(self) -> float | None:
@@ -141,6 +143,16 @@ class Lineage:
     artifact: ArtifactRecord
     produced_by: list[LineageEntry]
     consumed_by: list[LineageEntry]
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOutput:
+    """An artifact a run's step run produced (or reused from the cache), under its output
+    name: one row of `ArtifactCatalog.run_artifacts`, as the API sends it."""
+
+    step_run: StepRunRecord
+    name: str
+    artifact: ArtifactRecord
 
 
 @dataclasses.dataclass(frozen=True)

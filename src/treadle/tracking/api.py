@@ -19,6 +19,7 @@ from treadle.errors import InvalidInputError, TreadleError
 from treadle.store import Store, materializers, open_store
 from treadle.store.records import ArtifactRecord, LineageEdge, RunRecord, new_id
 from treadle.tracking.context import ActiveRun, activate, active, as_metric_value, deactivate
+from treadle.tracking.heartbeat import Heartbeat
 from treadle.tracking.run import LOGGED, Run
 from treadle.types import ArtifactKind, RunState
 
@@ -143,11 +144,13 @@ def start_run(
         attempt=1,
         created_at=now,
         started_at=now,
+        heartbeat_at=now,
     )
     store.runs.create_run(record)
     ctx = ActiveRun.open(store, record.id, project.id)
     token = activate(ctx)
     handle = Run(store, record)
+    beat = Heartbeat(store, record.id).__enter__()
     try:
         if params:
             log_params(params)
@@ -163,5 +166,6 @@ def start_run(
         ctx.metrics.flush()
         store.runs.set_run_state(record.id, RunState.SUCCEEDED, at=time.time())
     finally:
+        beat.__exit__(None, None, None)
         deactivate(token)
         handle.refresh()

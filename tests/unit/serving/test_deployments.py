@@ -72,7 +72,11 @@ def test_make_spec_defaults_and_primaries() -> None:
         "candidate": None,
         "canary_weight": 0.0,
         "pinned": False,
+        "port": None,
     }
+    assert make_spec(parse_ref("m@champion"), port=8001)["port"] == 8001
+    with pytest.raises(InvalidInputError):
+        make_spec(parse_ref("m@champion"), port=70000)
     assert make_spec(parse_ref("m@2"))["primary"] == 2
     assert make_spec(parse_ref("m"))["primary"] == "latest"
     canary = make_spec(parse_ref("m@champion"), policy="canary", candidate="challenger")

@@ -29,7 +29,6 @@ from treadle.store.migrate import (
 )
 from treadle.store.records import RunRecord, new_id
 from treadle.store.sql.projects import SqlProjectStore
-from treadle.store.sql.runs import SqlRunStore
 from treadle.store.sql.tables import metadata
 from treadle.types import RunState
 
@@ -134,7 +133,27 @@ def _database_at_0001_with_a_run(url: str) -> RunRecord:
             started_at=1_700_000_001.0,
             ended_at=1_700_000_002.0,
         )
-        SqlRunStore(db).create_run(run)
+        # written as that version wrote it: only the columns the 0001 schema has
+        with db.write() as conn:
+            conn.execute(
+                "INSERT INTO runs (id, project_id, experiment_id, pipeline_version_id, name, "
+                "state, created_by, executor, attempt, created_at, started_at, ended_at, error) "
+                "VALUES (:id, :project_id, :experiment_id, NULL, :name, :state, :created_by, "
+                ":executor, :attempt, :created_at, :started_at, :ended_at, NULL)",
+                {
+                    "id": run.id,
+                    "project_id": run.project_id,
+                    "experiment_id": run.experiment_id,
+                    "name": run.name,
+                    "state": run.state.value,
+                    "created_by": run.created_by,
+                    "executor": run.executor,
+                    "attempt": run.attempt,
+                    "created_at": run.created_at,
+                    "started_at": run.started_at,
+                    "ended_at": run.ended_at,
+                },
+            )
         assert "registered_models" not in table_columns(url)
     finally:
         db.close()

@@ -1,14 +1,19 @@
-"""Artifacts: metadata, lineage, and their bytes (with HTTP range requests)."""
+"""Artifacts: metadata, lineage, and their bytes (with HTTP range requests); the objects
+a project refers to (model manifests, step logs) by their sha256."""
 
 from __future__ import annotations
+
+import re
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, Response
 
+from treadle.errors import NotFoundError
 from treadle.server.auth import Access, need, store_of
-from treadle.store.records import ArtifactRecord, Lineage
+from treadle.store.records import ArtifactRecord, Lineage, RunOutput
 
 router = APIRouter(prefix="/projects/{project}", tags=["artifacts"])
+_SHA = re.compile("[0-9a-f]{64}")
 
 
 @router.get("/artifacts/{artifact_id}", response_model=ArtifactRecord)
@@ -51,3 +56,29 @@ def run_artifacts(
     store = store_of(request)
     run = store.runs.get_run(run_id, access.project.id)
     return [a for _, _, a in store.artifacts.run_artifacts(run.id)]
+
+
+@router.get("/runs/{run_id}/outputs", response_model=list[RunOutput])
+def run_outputs(
+    run_id: str, request: Request, access: Access = Depends(need("viewer"))
+) -> list[RunOutput]:
+    """What the run's steps produced, each with the step run and output name it came from."""
+    store = store_of(request)
+    run = store.runs.get_run(run_id, access.project.id)
+    return [RunOutput(s, name, a) for s, name, a in store.artifacts.run_artifacts(run.id)]
+
+
+@router.get("/objects/{sha}", response_model=None)
+def get_object(sha: str, request: Request, access: Access = Depends(need("viewer"))) -> Response:
+    """An object the project refers to (an artifact's bytes, a model version's manifest, a
+    step's log) by its sha256, checked against it; `Range` requests are honoured."""
+    store = store_of(request)
+    # a malformed digest is one more object the project does not have: the same 404
+    if not _SHA.fullmatch(sha) or not store.artifacts.has_object(access.project.id, sha):
+        raise NotFoundError(f"no object {sha[:12]!r} in project {access.project.name!r}")
+    return FileResponse(
+        store.objects.verified_path(sha),
+        media_type="application/octet-stream",
+        filename=sha,
+        headers={"x-sha256": sha},
+    )

@@ -17,7 +17,7 @@ def project_audit(
     request: Request,
     access: Access = Depends(need("owner")),
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
 ) -> list[AuditRecord]:
     """Changes in the project, newest first (owners)."""
     return store_of(request).audit.list(access.project.id, limit=limit, offset=offset)
@@ -28,7 +28,7 @@ def server_audit(
     request: Request,
     _: Principal = Depends(require_admin),
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
 ) -> list[AuditRecord]:
     """Server-wide changes (users, tokens), newest first (server admins)."""
     return store_of(request).audit.list(None, limit=limit, offset=offset)

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from treadle.errors import NotFoundError
 from treadle.server.auth import Access, need, store_of
 from treadle.store.records import (
+    ExperimentRecord,
     ExperimentSummary,
     MetricRecord,
     RunRecord,
@@ -29,6 +30,14 @@ def list_experiments(
     return store_of(request).projects.list_experiments(access.project.id)
 
 
+@router.get("/experiments/{name}", response_model=ExperimentRecord)
+def get_experiment(
+    name: str, request: Request, access: Access = Depends(need("viewer"))
+) -> ExperimentRecord:
+    """An experiment by name."""
+    return store_of(request).projects.find_experiment(access.project.id, name)
+
+
 @router.get("/runs", response_model=list[RunRecord])
 def list_runs(
     request: Request,
@@ -36,7 +45,7 @@ def list_runs(
     experiment: str | None = None,
     state: RunState | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
 ) -> list[RunRecord]:
     """Runs, newest first; filter by experiment name and state, page with limit/offset."""
     store = store_of(request)
@@ -79,10 +88,19 @@ def metric_history(
     return store.tracking.metric_history(store.runs.get_run(run_id, access.project.id).id, key)
 
 
+@router.get("/runs/{run_id}/metrics/latest", response_model=dict[str, float])
+def latest_metrics(
+    run_id: str, request: Request, access: Access = Depends(need("viewer"))
+) -> dict[str, float]:
+    """Each metric's value at its highest step."""
+    store = store_of(request)
+    return store.tracking.latest_metrics(store.runs.get_run(run_id, access.project.id).id)
+
+
 class MetricIn(BaseModel):
     key: str = Field(min_length=1, max_length=250)
     value: float
-    step: int = Field(ge=0)
+    step: int = Field(ge=0, le=2**62)
     timestamp: float | None = None
 
 

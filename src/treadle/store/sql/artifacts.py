@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from treadle.store.artifacts import SCHEME
 from treadle.store.db import Database
 from treadle.store.records import (
     ArtifactRecord,
@@ -98,6 +99,20 @@ class SqlArtifactCatalog:
             )
             for r in rows
         ]
+
+    def has_object(self, project_id: str, sha: str) -> bool:
+        """Whether anything of the project refers to the object: an artifact, a model
+        version's manifest or a step's log. Objects are shared by content across projects,
+        so this is what keeps one project from reading another's bytes by their hash."""
+        args = {"project": project_id, "sha": sha, "uri": f"{SCHEME}:sha256:{sha}"}
+        queries = (
+            "SELECT 1 FROM artifacts WHERE sha256 = :sha AND project_id = :project LIMIT 1",
+            "SELECT 1 FROM model_versions v JOIN registered_models m ON m.id = v.model_id "
+            "WHERE v.manifest_sha = :sha AND m.project_id = :project LIMIT 1",
+            "SELECT 1 FROM step_runs WHERE log_uri = :uri AND project_id = :project LIMIT 1",
+        )
+        with self._db.read() as conn:
+            return any(conn.execute(query, args) for query in queries)
 
     def lineage(self, artifact_id: str) -> Lineage:
         artifact = self.get_artifact(artifact_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,9 +32,10 @@ class SqlRunStore:
         with self._db.write() as conn:
             conn.execute(
                 "INSERT INTO runs (id, project_id, experiment_id, pipeline_version_id, name, "
-                "state, created_by, executor, attempt, created_at, started_at, ended_at, error) "
-                "VALUES (:id, :project_id, :experiment_id, :pipeline_version_id, :name, :state, "
-                ":created_by, :executor, :attempt, :created_at, :started_at, :ended_at, :error)",
+                "state, created_by, executor, attempt, created_at, started_at, ended_at, error, "
+                "heartbeat_at) VALUES (:id, :project_id, :experiment_id, :pipeline_version_id, "
+                ":name, :state, :created_by, :executor, :attempt, :created_at, :started_at, "
+                ":ended_at, :error, :heartbeat_at)",
                 values,
             )
 
@@ -51,12 +53,14 @@ class SqlRunStore:
             if restart:
                 conn.execute(
                     "UPDATE runs SET state = :state, attempt = attempt + 1, ended_at = NULL, "
-                    "error = NULL, started_at = COALESCE(started_at, :at) WHERE id = :id",
+                    "error = NULL, started_at = COALESCE(started_at, :at), heartbeat_at = :at "
+                    "WHERE id = :id",
                     {"state": state.value, "at": at, "id": run_id},
                 )
             elif state is RunState.RUNNING:
                 conn.execute(
-                    "UPDATE runs SET state = :state, started_at = :at WHERE id = :id",
+                    "UPDATE runs SET state = :state, started_at = :at, heartbeat_at = :at "
+                    "WHERE id = :id",
                     {"state": state.value, "at": at, "id": run_id},
                 )
             else:
@@ -68,6 +72,43 @@ class SqlRunStore:
         if not rows:
             raise NotFoundError(f"no run with id {run_id!r}")
         return run_from_row(rows[0])
+
+    def heartbeat(self, run_id: str, at: float) -> None:
+        """The executor is alive and the run still RUNNING."""
+        with self._db.write() as conn:
+            conn.execute(
+                "UPDATE runs SET heartbeat_at = :at WHERE id = :id AND state = 'RUNNING'",
+                {"at": at, "id": run_id},
+            )
+
+    def fail_stale(self, silent_since: float, at: float) -> list[RunRecord]:
+        """Runs still RUNNING whose executor has not been heard from since `silent_since`
+        are FAILED (and their running steps with them), so they can be resumed."""
+        with self._db.write() as conn:
+            rows = conn.execute(
+                "SELECT * FROM runs WHERE state = 'RUNNING' "
+                "AND COALESCE(heartbeat_at, started_at, created_at) < :since",
+                {"since": silent_since},
+            )
+            for row in rows:
+                message = (
+                    "the process executing this run stopped (no heartbeat since "
+                    f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(silent_since))}); "
+                    "resume it to finish"
+                )
+                conn.execute(
+                    "UPDATE step_runs SET state = 'FAILED', ended_at = :at, "
+                    "error = 'the process executing it stopped' "
+                    "WHERE run_id = :id AND state = 'RUNNING'",
+                    {"at": at, "id": row["id"]},
+                )
+                conn.execute(
+                    "UPDATE runs SET state = 'FAILED', ended_at = :at, error = :error "
+                    "WHERE id = :id AND state = 'RUNNING'",
+                    {"at": at, "error": message, "id": row["id"]},
+                )
+            ids = [r["id"] for r in rows]
+        return [self.get_run(i) for i in ids]
 
     def get_run(self, run_id: str, project_id: str | None = None) -> RunRecord:
         with self._db.read() as conn:

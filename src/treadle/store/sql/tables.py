@@ -79,6 +79,7 @@ runs = sa.Table(
     sa.Column("started_at", TIME, nullable=True),
     sa.Column("ended_at", TIME, nullable=True),
     sa.Column("error", sa.Text, nullable=True),
+    sa.Column("heartbeat_at", TIME, nullable=True),
     sa.Index(None, "project_id", "created_at"),
     sa.Index(None, "experiment_id"),
 )
