@@ -512,6 +512,7 @@ def sample_string(schema: Mapping[str, Any], name: str, fresh: str) -> str:
         "target": "champion",
         "candidate": "challenger",
         "primary": "champion",
+        "pipeline": PIPELINE,
     }
     candidates = [by_name.get(name, fresh), fresh, VIEWER, "x", "a1", "1", MODEL]
     pattern = schema.get("pattern")

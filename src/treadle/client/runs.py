@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable, Mapping
 
@@ -99,6 +100,40 @@ class RunsApi(Transport):
 
     def list_pipelines(self) -> list[PipelineRecord]:
         return self._get(list[PipelineRecord], self._in_project("/pipelines"))
+
+    def latest_pipeline_version(self, name: str) -> PipelineVersionRecord:
+        """The newest version of pipeline `name`."""
+        return self._get(
+            PipelineVersionRecord, self._in_project(f"/pipelines/{segment(name)}/latest")
+        )
+
+    def submit_run(
+        self,
+        pipeline: str,
+        params: Mapping[str, object] | None = None,
+        *,
+        experiment: str | None = None,
+        name: str | None = None,
+    ) -> RunRecord:
+        """Run the newest version of `pipeline` on the server (parameters as `-p` takes
+        them); returns the recorded run at once, while it executes there."""
+        body = {
+            "pipeline": pipeline,
+            "params": {
+                k: v if isinstance(v, str) else json.dumps(v) for k, v in (params or {}).items()
+            },
+            "experiment": experiment,
+            "name": name,
+        }
+        return self._call(RunRecord, "POST", self._in_project("/runs"), json=body)
+
+    def cancel_run(self, run_id: str) -> RunRecord:
+        """Stop a run the server is executing; it ends CANCELLED."""
+        return self._call(RunRecord, "POST", self._run(run_id, "/cancel"))
+
+    def resume_run(self, run_id: str) -> RunRecord:
+        """Finish a FAILED or CANCELLED run on the server."""
+        return self._call(RunRecord, "POST", self._run(run_id, "/resume"))
 
     def get_pipeline_version(self, version_id: str) -> PipelineVersionRecord:
         """A pipeline version by id: its spec and source."""

@@ -82,6 +82,11 @@ class RestPipelineStore:
     def list_pipelines(self, project_id: str) -> list[PipelineRecord]:
         return self._index.in_project(project_id).list_pipelines()
 
+    def latest_version(
+        self, project_id: str, name: str
+    ) -> tuple[PipelineRecord, PipelineVersionRecord]:
+        return self.get_version(self._index.in_project(project_id).latest_pipeline_version(name).id)
+
 
 class RestRunStore:
     def __init__(self, index: Index) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import sys
+import threading
 import time
 import traceback
 from collections import deque
@@ -51,6 +52,12 @@ class RunOptions:
     max_workers: int | None = None
     use_cache: bool = True
     on_event: EventSink = ignore
+    cancel: threading.Event | None = None
+    """Set it to stop the run: running steps are abandoned and the run is CANCELLED."""
+
+
+class _Cancelled(Exception):
+    """The run's cancel event was set."""
 
 
 @dataclasses.dataclass
@@ -421,7 +428,10 @@ class _Execution:
     # -- the loop ---------------------------------------------------------------------
 
     def run_all(self) -> None:
+        cancel = self.options.cancel
         while True:
+            if cancel is not None and cancel.is_set():
+                raise _Cancelled
             blocked = blocked_by(self.graph, self.failed)
             for name in ready_nodes(self.graph, self.done, self.started | blocked):
                 self._start_node(self.graph.nodes[name])
@@ -438,6 +448,8 @@ class _Execution:
             wakeups = [u.deadline for u in self.running.values() if u.deadline]
             wakeups += [u.retry_at for u in self.waiting_retry if u.retry_at]
             timeout = max(0.0, min(wakeups) - time.monotonic()) if wakeups else None
+            if cancel is not None:  # look at the cancel event at least twice a second
+                timeout = 0.5 if timeout is None else min(timeout, 0.5)
             finished, _ = wait(list(self.running), timeout=timeout, return_when=FIRST_COMPLETED)
             for future in finished:
                 self._collect(future)
@@ -493,6 +505,12 @@ def _execute(
         )
         options.on_event(Event("run_finished", run.id, message=RunState.CANCELLED.value))
         raise
+    except _Cancelled:
+        execution.interrupt()
+        executor.shutdown(wait=False)
+        store.runs.set_run_state(run.id, RunState.CANCELLED, at=time.time(), error="cancelled")
+        options.on_event(Event("run_finished", run.id, message=RunState.CANCELLED.value))
+        return Run(store, store.runs.get_run(run.id))
     except BaseException as exc:
         execution.interrupt()
         executor.shutdown(wait=False)
@@ -519,14 +537,24 @@ def _pipeline_source(pipeline: Pipeline[Any, Any], source_file: str | None) -> s
     return pipeline.ref
 
 
-def run_pipeline(
+@dataclasses.dataclass(frozen=True)
+class PlannedRun:
+    """A run recorded and ready to execute: what `plan_run` checked and wrote."""
+
+    traced: Traced
+    run: RunRecord
+    executor: Executor
+
+
+def plan_run(
     pipeline: Pipeline[Any, Any],
     params: dict[str, Any],
     store: Store,
     options: RunOptions = RunOptions(),
     source_file: str | None = None,
-) -> Run:
-    """Trace `pipeline` with `params`, record a new run and execute it."""
+) -> PlannedRun:
+    """Check the parameters, trace the pipeline and record the run (RUNNING). Nothing is
+    written if the parameters, the graph or the executor are wrong."""
     resolved = pipeline.resolve_params(params)
     traced = pipeline.build(**resolved)
     settings: Settings = store.settings
@@ -560,7 +588,23 @@ def run_pipeline(
     executor = make_executor(run.executor, store, traced.steps)
     store.runs.create_run(run)
     store.tracking.log_params(run.id, {k: format_param(v) for k, v in resolved.items()})
-    return _execute(store, traced, run, executor, options, previous={})
+    return PlannedRun(traced, run, executor)
+
+
+def execute_planned(store: Store, planned: PlannedRun, options: RunOptions = RunOptions()) -> Run:
+    """Execute a run that `plan_run` recorded."""
+    return _execute(store, planned.traced, planned.run, planned.executor, options, previous={})
+
+
+def run_pipeline(
+    pipeline: Pipeline[Any, Any],
+    params: dict[str, Any],
+    store: Store,
+    options: RunOptions = RunOptions(),
+    source_file: str | None = None,
+) -> Run:
+    """Trace `pipeline` with `params`, record a new run and execute it."""
+    return execute_planned(store, plan_run(pipeline, params, store, options, source_file), options)
 
 
 def resume_run(

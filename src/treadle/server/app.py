@@ -29,6 +29,7 @@ from treadle.server.routes import (
     runs,
     steps,
 )
+from treadle.server.runpool import RunPool
 from treadle.store import Store
 
 API = "/api/v1"
@@ -160,8 +161,8 @@ def _version() -> str:
         return "0"
 
 
-def create_app(store: Store) -> FastAPI:
-    """The API over `store`."""
+def create_app(store: Store, run_pool: RunPool | None = None) -> FastAPI:
+    """The API over `store`; with `run_pool`, it also executes submitted runs."""
     app = FastAPI(
         title="treadle",
         version=_version(),
@@ -172,6 +173,7 @@ def create_app(store: Store) -> FastAPI:
         redoc_url=None,
     )
     app.state.store = store
+    app.state.runs = run_pool
     app.add_exception_handler(TreadleError, _error)
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -18,6 +18,7 @@ from treadle.config import Settings
 from treadle.errors import NotFoundError
 from treadle.server.auth import issue_token
 from treadle.server.controller import DeploymentController
+from treadle.server.runpool import RunPool
 from treadle.store import Store, open_store
 from treadle.tracking.heartbeat import STALE_SECONDS
 
@@ -78,7 +79,8 @@ def serve(
     began = time.monotonic() if started is None else started
     store = open_store(settings)
     secret = bootstrap(store)
-    app = create_app(store)
+    runs = RunPool()
+    app = create_app(store, runs)
     if secret is not None:
         announce("created the admin user; its token (shown this once, keep it):")
         announce(f"    {secret}")
@@ -115,4 +117,5 @@ def serve(
         _Server(config).run()
     finally:
         stop.set()
+        runs.shutdown()
         controller.stop()

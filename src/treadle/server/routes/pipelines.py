@@ -31,3 +31,11 @@ def get_pipeline_version(
     if found is None or found[0].project_id != access.project.id:
         raise NotFoundError(f"no pipeline version with id {version_id!r}")
     return found[1]
+
+
+@router.get("/pipelines/{name}/latest", response_model=PipelineVersionRecord)
+def latest_version(
+    name: str, request: Request, access: Access = Depends(need("viewer"))
+) -> PipelineVersionRecord:
+    """The newest version of a pipeline: what a submitted run of it executes."""
+    return store_of(request).pipelines.latest_version(access.project.id, name)[1]

@@ -9,8 +9,10 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 
-from treadle.errors import NotFoundError
+from treadle.errors import ConflictError, NotFoundError
+from treadle.server.acting import acting_store
 from treadle.server.auth import Access, need, store_of
+from treadle.server.runpool import RunPool
 from treadle.store.records import (
     ExperimentRecord,
     ExperimentSummary,
@@ -149,3 +151,62 @@ def logs(
         if s.error:
             parts.append(s.error)
     return "".join(parts)
+
+
+class SubmitRun(BaseModel):
+    pipeline: str = Field(min_length=1, max_length=200)
+    """The name of a pipeline that has run in the project; its newest version runs."""
+    params: dict[str, str] = Field(default_factory=dict, max_length=200)
+    """Parameters as `treadle run -p` takes them: strings parsed by the pipeline's types."""
+    experiment: str | None = Field(default=None, min_length=1, max_length=200)
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+def _pool(request: Request) -> RunPool:
+    pool: RunPool | None = getattr(request.app.state, "runs", None)
+    if pool is None:
+        raise ConflictError("this server does not execute runs", "submit to `treadle up`")
+    return pool
+
+
+@router.post("/runs", response_model=RunRecord, status_code=202)
+def submit_run(
+    body: SubmitRun, request: Request, access: Access = Depends(need("editor"))
+) -> RunRecord:
+    """Run the newest version of a pipeline on the server. The run is recorded at once
+    (bad parameters are refused and nothing is written) and executes in the background."""
+    store = acting_store(store_of(request), access)
+    run = _pool(request).submit(store, body.pipeline, body.params, body.experiment, body.name)
+    store.audit.record(
+        access.project.id,
+        access.user,
+        "submit-run",
+        "run",
+        run.id,
+        {"pipeline": body.pipeline, "params": body.params},
+    )
+    return run
+
+
+@router.post("/runs/{run_id}/cancel", response_model=RunRecord)
+def cancel_run(
+    run_id: str, request: Request, access: Access = Depends(need("editor"))
+) -> RunRecord:
+    """Stop a run the server is executing; it ends CANCELLED with its finished steps kept."""
+    store = store_of(request)
+    run = store.runs.get_run(run_id, access.project.id)
+    if not _pool(request).cancel(run):
+        raise ConflictError(
+            f"run {run.id[:8]} is not executing on this server", f"it is {run.state.value}"
+        )
+    store.audit.record(access.project.id, access.user, "cancel-run", "run", run.id)
+    return run
+
+
+@router.post("/runs/{run_id}/resume", response_model=RunRecord, status_code=202)
+def resume(run_id: str, request: Request, access: Access = Depends(need("editor"))) -> RunRecord:
+    """Run again what a FAILED or CANCELLED run did not finish, on the server."""
+    store = acting_store(store_of(request), access)
+    run = _pool(request).resume(store, store.runs.get_run(run_id, access.project.id))
+    store.audit.record(access.project.id, access.user, "resume-run", "run", run.id)
+    return run

@@ -87,6 +87,24 @@ class SqlPipelineStore:
             )[0]
         return _pipeline(prow), version
 
+    def latest_version(
+        self, project_id: str, name: str
+    ) -> tuple[PipelineRecord, PipelineVersionRecord]:
+        """The newest version of pipeline `name` in the project."""
+        with self._db.read() as conn:
+            rows = conn.execute(
+                "SELECT v.* FROM pipeline_versions v JOIN pipelines p ON p.id = v.pipeline_id "
+                "WHERE p.project_id = :project AND p.name = :name "
+                "ORDER BY v.created_at DESC, v.id LIMIT 1",
+                {"project": project_id, "name": name},
+            )
+        if not rows:
+            raise NotFoundError(
+                f"no pipeline named {name!r}",
+                "a pipeline appears once it has run: `treadle run FILE` records it",
+            )
+        return self.get_version(rows[0]["id"])
+
     def list_pipelines(self, project_id: str) -> list[PipelineRecord]:
         with self._db.read() as conn:
             rows = conn.execute(

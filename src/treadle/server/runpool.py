@@ -1,0 +1,94 @@
+"""Runs submitted through the API, executed by the control plane.
+
+A submission is checked and recorded at once (bad parameters are a 4xx and write
+nothing); the run then executes on a small pool of threads in `treadle up`, beating its
+heartbeat like any run. It can be cancelled (it ends CANCELLED, finished steps kept) and
+resumed like any other.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from treadle.engine import RunOptions, find_pipeline, resume_run
+from treadle.engine.runner import execute_planned, plan_run
+from treadle.errors import ConflictError
+from treadle.store import Store
+from treadle.store.records import RunRecord
+
+WORKERS = 2
+
+
+class RunPool:
+    def __init__(self, workers: int = WORKERS) -> None:
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="treadle-run")
+        self._cancels: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+
+    def _event(self, run_id: str) -> threading.Event:
+        with self._lock:
+            return self._cancels.setdefault(run_id, threading.Event())
+
+    def _done(self, run_id: str) -> None:
+        with self._lock:
+            self._cancels.pop(run_id, None)
+
+    def submit(
+        self,
+        store: Store,
+        pipeline: str,
+        params: dict[str, str],
+        experiment: str | None,
+        name: str | None,
+    ) -> RunRecord:
+        """Record a run of the newest version of `pipeline` and queue it."""
+        project = store.projects.get_project(store.settings.project)
+        _, version = store.pipelines.latest_version(project.id, pipeline)
+        found, source = find_pipeline(version.source)
+        typed = found.parse_params(params)
+        cancel = threading.Event()
+        options = RunOptions(experiment=experiment, name=name, cancel=cancel)
+        planned = plan_run(found, typed, store, options, source)
+        with self._lock:
+            self._cancels[planned.run.id] = cancel
+        self._pool.submit(self._execute, store, planned, options)
+        return planned.run
+
+    def _execute(self, store: Store, planned: Any, options: RunOptions) -> None:
+        try:
+            execute_planned(store, planned, options)
+        finally:
+            self._done(planned.run.id)
+
+    def resume(self, store: Store, run: RunRecord) -> RunRecord:
+        if not run.state.resumable:
+            raise ConflictError(
+                f"run {run.id[:8]} is {run.state.value}; only FAILED or CANCELLED runs resume"
+            )
+        options = RunOptions(cancel=self._event(run.id))
+        self._pool.submit(self._resume, store, run.id, options)
+        return run
+
+    def _resume(self, store: Store, run_id: str, options: RunOptions) -> None:
+        try:
+            resume_run(run_id, store, options)
+        finally:
+            self._done(run_id)
+
+    def cancel(self, run: RunRecord) -> bool:
+        """Ask a run executing here to stop; False if it is not running here."""
+        with self._lock:
+            event = self._cancels.get(run.id)
+        if event is None:
+            return False
+        event.set()
+        return True
+
+    def shutdown(self) -> None:
+        with self._lock:
+            events = list(self._cancels.values())
+        for event in events:
+            event.set()
+        self._pool.shutdown(wait=True, cancel_futures=True)
