@@ -347,9 +347,9 @@ def test_list_runs_newest_first_with_paging(world: World) -> None:
 
 def test_list_runs_ties_on_created_at_are_ordered_by_id(world: World) -> None:
     ids = sorted(new_id() for _ in range(3))
-    for run_id in reversed(ids):
+    for run_id in ids:
         make_run(world, run_id=run_id, created_at=T0)
-    assert [r.id for r in world.store.runs.list_runs(world.project.id)] == ids
+    assert [r.id for r in world.store.runs.list_runs(world.project.id)] == ids[::-1]
 
 
 def test_list_runs_filters_by_project_experiment_and_state(world: World) -> None:

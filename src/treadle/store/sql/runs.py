@@ -140,7 +140,7 @@ class SqlRunStore:
         with self._db.read() as conn:
             rows = conn.execute(
                 f"SELECT * FROM runs WHERE {' AND '.join(where)} "
-                "ORDER BY created_at DESC, id LIMIT :limit OFFSET :offset",
+                "ORDER BY created_at DESC, id DESC LIMIT :limit OFFSET :offset",
                 args,
             )
         return [run_from_row(r) for r in rows]

@@ -80,7 +80,8 @@ runs = sa.Table(
     sa.Column("ended_at", TIME, nullable=True),
     sa.Column("error", sa.Text, nullable=True),
     sa.Column("heartbeat_at", TIME, nullable=True),
-    sa.Index(None, "project_id", "created_at"),
+    # newest first is a backward walk of this index, ties broken by id, with no sort
+    sa.Index(None, "project_id", "created_at", "id"),
     sa.Index(None, "experiment_id"),
 )
 
