@@ -73,6 +73,7 @@ class SqliteDatabase:
         self._local = threading.local()
         self._all: list[Any] = []
         self._lock = threading.Lock()
+        self._writer = threading.Lock()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             conn = self._raw()
@@ -103,13 +104,16 @@ class SqliteDatabase:
     @contextmanager
     def write(self) -> Iterator[Connection]:
         raw = self._raw()
-        raw.execute("BEGIN IMMEDIATE")
-        try:
-            yield _SqliteConnection(raw)
-        except BaseException:
-            raw.execute("ROLLBACK")
-            raise
-        raw.execute("COMMIT")
+        # Threads of one process queue here, in turn, rather than in SQLite's busy
+        # handler, which sleeps and retries and lets a waiting writer starve for seconds.
+        with self._writer:
+            raw.execute("BEGIN IMMEDIATE")
+            try:
+                yield _SqliteConnection(raw)
+            except BaseException:
+                raw.execute("ROLLBACK")
+                raise
+            raw.execute("COMMIT")
 
     def close(self) -> None:
         with self._lock:
