@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from treadle.cli import artifacts, common, db, deployments, experiments, models, runs
+from treadle.cli import access, artifacts, common, db, deployments, experiments, models, runs
 from treadle.cli.common import err_console
 from treadle.cli.lineage import lineage
 from treadle.cli.run import run
@@ -56,6 +56,10 @@ app.command()(serve)
 app.command()(deploy)
 app.command()(up)
 app.add_typer(deployments.app, name="deployments")
+app.add_typer(access.projects, name="projects")
+app.add_typer(access.members, name="members")
+app.add_typer(access.users, name="users")
+app.add_typer(access.tokens, name="tokens")
 app.add_typer(db.app, name="db")
 
 

@@ -69,6 +69,15 @@ def require_local(command: str) -> None:
         )
 
 
+def require_remote(command: str) -> None:
+    """Refuse, in one line with a hint, a command that only means something on a server."""
+    if settings().url is None:
+        raise ConfigError(
+            f"`{command}` needs a treadle server: users, tokens and members live there",
+            "set TREADLE_URL and TREADLE_TOKEN (or pass --url), e.g. to `treadle up`",
+        )
+
+
 @cache
 def local_store() -> Store:
     """The home's own store, for commands that run, serve or change things on this machine."""
