@@ -28,6 +28,10 @@ ROOT = {
     "deploy": "Create or change a managed deployment",
     "deployments": "Managed deployments: revisions, traffic, rollback",
     "up": "Start the platform server",
+    "projects": "Projects",
+    "members": "Members of the current project",
+    "users": "Users of a treadle server",
+    "tokens": "API tokens",
 }
 GROUPS = {
     "runs": {
