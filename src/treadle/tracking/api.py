@@ -150,11 +150,11 @@ def start_run(
     ctx = ActiveRun.open(store, record.id, project.id)
     token = activate(ctx)
     handle = Run(store, record)
-    beat = Heartbeat(store, record.id).__enter__()
     try:
-        if params:
-            log_params(params)
-        yield handle
+        with Heartbeat(store, record.id):
+            if params:
+                log_params(params)
+            yield handle
     except BaseException as exc:
         ctx.metrics.flush()
         state = RunState.CANCELLED if isinstance(exc, KeyboardInterrupt) else RunState.FAILED
@@ -166,6 +166,5 @@ def start_run(
         ctx.metrics.flush()
         store.runs.set_run_state(record.id, RunState.SUCCEEDED, at=time.time())
     finally:
-        beat.__exit__(None, None, None)
         deactivate(token)
         handle.refresh()

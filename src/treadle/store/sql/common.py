@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from treadle.errors import InvalidInputError, NotFoundError
-from treadle.store.db import Connection, Row
+from treadle.store.db import Connection, Database, Row
 from treadle.store.records import ArtifactRecord, LineageEdge, RunRecord, StepRunRecord
 from treadle.types import RunState, StepState
 
@@ -126,6 +126,20 @@ LIST_HINTS = {
     "run": "list them with `treadle runs list`",
     "artifact": "find the run with `treadle runs list`, then `treadle artifacts list RUN_ID`",
 }
+
+
+def ensure_row(
+    db: Database, select: str, args: dict[str, Any], insert: str, values: dict[str, Any]
+) -> Row:
+    """The row `select` finds; if none, insert it (`ON CONFLICT DO NOTHING`, so a racing
+    writer's row wins) and read it again."""
+    with db.read() as conn:
+        rows = conn.execute(select, args)
+    if not rows:
+        with db.write() as conn:
+            conn.execute(insert, values)
+            rows = conn.execute(select, args)
+    return rows[0]
 
 
 def resolve_id(

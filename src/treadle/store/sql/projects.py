@@ -7,7 +7,7 @@ import time
 from treadle.errors import NotFoundError
 from treadle.store.db import Database, Row
 from treadle.store.records import ExperimentRecord, ExperimentSummary, ProjectRecord, new_id
-from treadle.store.sql.common import NAME_LIMIT, check_length
+from treadle.store.sql.common import NAME_LIMIT, check_length, ensure_row
 
 
 def _experiment(row: Row) -> ExperimentRecord:
@@ -27,17 +27,14 @@ class SqlProjectStore:
 
     def ensure_project(self, name: str, user: str) -> ProjectRecord:
         check_length(name, NAME_LIMIT, "project name")
-        with self._db.read() as conn:
-            rows = conn.execute("SELECT * FROM projects WHERE name = :name", {"name": name})
-        if not rows:
-            with self._db.write() as conn:
-                conn.execute(
-                    "INSERT INTO projects (id, name, created_at, created_by) "
-                    "VALUES (:id, :name, :at, :user) ON CONFLICT (name) DO NOTHING",
-                    {"id": new_id(), "name": name, "at": time.time(), "user": user},
-                )
-                rows = conn.execute("SELECT * FROM projects WHERE name = :name", {"name": name})
-        row = rows[0]
+        row = ensure_row(
+            self._db,
+            "SELECT * FROM projects WHERE name = :name",
+            {"name": name},
+            "INSERT INTO projects (id, name, created_at, created_by) "
+            "VALUES (:id, :name, :at, :user) ON CONFLICT (name) DO NOTHING",
+            {"id": new_id(), "name": name, "at": time.time(), "user": user},
+        )
         return ProjectRecord(row["id"], row["name"], row["created_at"], row["created_by"])
 
     def get_project(self, name: str) -> ProjectRecord:
@@ -55,20 +52,18 @@ class SqlProjectStore:
 
     def ensure_experiment(self, project_id: str, name: str, user: str) -> ExperimentRecord:
         check_length(name, NAME_LIMIT, "experiment name")
-        query = "SELECT * FROM experiments WHERE project_id = :project AND name = :name"
         args = {"project": project_id, "name": name}
-        with self._db.read() as conn:
-            rows = conn.execute(query, args)
-        if not rows:
-            with self._db.write() as conn:
-                conn.execute(
-                    "INSERT INTO experiments (id, project_id, name, description, created_at, "
-                    "created_by) VALUES (:id, :project, :name, '', :at, :user) "
-                    "ON CONFLICT (project_id, name) DO NOTHING",
-                    {**args, "id": new_id(), "at": time.time(), "user": user},
-                )
-                rows = conn.execute(query, args)
-        return _experiment(rows[0])
+        return _experiment(
+            ensure_row(
+                self._db,
+                "SELECT * FROM experiments WHERE project_id = :project AND name = :name",
+                args,
+                "INSERT INTO experiments (id, project_id, name, description, created_at, "
+                "created_by) VALUES (:id, :project, :name, '', :at, :user) "
+                "ON CONFLICT (project_id, name) DO NOTHING",
+                {**args, "id": new_id(), "at": time.time(), "user": user},
+            )
+        )
 
     def get_experiment(self, experiment_id: str) -> ExperimentRecord:
         with self._db.read() as conn:

@@ -17,7 +17,7 @@ from treadle.store.records import (
     RegisteredModelRecord,
     new_id,
 )
-from treadle.store.sql.common import NAME_LIMIT, check_length, lock_row, to_json
+from treadle.store.sql.common import NAME_LIMIT, check_length, ensure_row, lock_row, to_json
 
 # Aliases start with a letter so that `model@3` always means version 3, never an alias.
 _ALIAS = re.compile(r"[a-z][a-z0-9_-]{0,63}")
@@ -112,20 +112,18 @@ class SqlModelRegistryStore:
 
     def ensure_model(self, project_id: str, name: str, user: str) -> RegisteredModelRecord:
         check_length(name, NAME_LIMIT, "model name")
-        query = "SELECT * FROM registered_models WHERE project_id = :project AND name = :name"
         args = {"project": project_id, "name": name}
-        with self._db.read() as conn:
-            rows = conn.execute(query, args)
-        if not rows:
-            with self._db.write() as conn:
-                conn.execute(
-                    "INSERT INTO registered_models (id, project_id, name, description, "
-                    "created_at, created_by) VALUES (:id, :project, :name, '', :at, :user) "
-                    "ON CONFLICT (project_id, name) DO NOTHING",
-                    {**args, "id": new_id(), "at": time.time(), "user": user},
-                )
-                rows = conn.execute(query, args)
-        return _model(rows[0])
+        return _model(
+            ensure_row(
+                self._db,
+                "SELECT * FROM registered_models WHERE project_id = :project AND name = :name",
+                args,
+                "INSERT INTO registered_models (id, project_id, name, description, created_at, "
+                "created_by) VALUES (:id, :project, :name, '', :at, :user) "
+                "ON CONFLICT (project_id, name) DO NOTHING",
+                {**args, "id": new_id(), "at": time.time(), "user": user},
+            )
+        )
 
     def get_model(self, project_id: str, name: str) -> RegisteredModelRecord:
         with self._db.read() as conn:
