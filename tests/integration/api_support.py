@@ -10,6 +10,7 @@ database is dropped afterwards. The routes under test are read from the server's
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import itertools
 import json
@@ -19,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -466,6 +468,10 @@ class Operation:
     def path_params(self) -> list[str]:
         return re.findall(r"{([^}]+)}", self.path)
 
+    @property
+    def takes_file(self) -> bool:
+        return "application/zip" in self.spec.get("requestBody", {}).get("content", {})
+
     def body_schema(self, spec: Mapping[str, Any]) -> Mapping[str, Any] | None:
         content = self.spec.get("requestBody", {}).get("content", {})
         for kind, media in content.items():
@@ -513,6 +519,7 @@ def sample_string(schema: Mapping[str, Any], name: str, fresh: str) -> str:
         "candidate": "challenger",
         "primary": "champion",
         "pipeline": PIPELINE,
+        "ref": f"{MODEL}@champion",
     }
     candidates = [by_name.get(name, fresh), fresh, VIEWER, "x", "a1", "1", MODEL]
     pattern = schema.get("pattern")
@@ -641,6 +648,8 @@ class Prepared:
     params: dict[str, Any]
     note: str = ""
     """Why an answer may legitimately differ (a parameter with no seeded value)."""
+    content: bytes | None = None
+    """The body of an endpoint that takes a file (a pipeline package)."""
 
 
 def prepare(
@@ -680,7 +689,36 @@ def prepare(
             query[q["name"]] = minimal(spec, q.get("schema", {}), q["name"], p.unique("q"))
     schema = op.body_schema(spec)
     body = minimal(spec, schema, "body", p.unique("sec")) if schema is not None else None
-    return Prepared(op.method, url, body, query, "; ".join(notes))
+    content = tiny_package() if op.takes_file else None
+    return Prepared(op.method, url, body, query, "; ".join(notes), content)
+
+
+TINY_PIPELINE = """
+from treadle import pipeline, step
+
+
+@step
+def double(x: int) -> int:
+    return 2 * x
+
+
+@pipeline
+def tiny_flow(x: int = 2) -> None:
+    double(x)
+"""
+
+
+@functools.cache
+def tiny_package() -> bytes:
+    """A real package of a one-step pipeline, built as `treadle pipeline build` does."""
+    from treadle.engine import find_pipeline
+    from treadle.packaging import build_package
+
+    folder = Path(tempfile.mkdtemp(prefix="tiny-package-"))
+    (folder / "tiny_flow.py").write_text(TINY_PIPELINE)
+    found, source = find_pipeline(str(folder / "tiny_flow.py"))
+    assert source is not None
+    return build_package(found, source).data
 
 
 def scratch_project(p: Platform) -> str:
@@ -693,7 +731,10 @@ def scratch_project(p: Platform) -> str:
 
 def send(p: Platform, role: str, request: Prepared) -> httpx.Response:
     kwargs: dict[str, Any] = {"params": request.params}
-    if request.json_body is not None:
+    if request.content is not None:
+        kwargs["content"] = request.content
+        kwargs["headers"] = {"content-type": "application/zip"}
+    elif request.json_body is not None:
         kwargs["json"] = request.json_body
     return p.call(role, request.method, request.url, **kwargs)
 

@@ -318,11 +318,6 @@ def test_reading_commands_print_the_same_through_the_server(platform: Platform) 
 
 def test_commands_that_need_the_home_refuse_in_one_line(platform: Platform) -> None:
     commands = {
-        "run": ("run", QUICKSTART),
-        "runs resume": ("runs", "resume", platform.runs[0][:8]),
-        "serve": ("serve", f"{MODEL}@champion"),
-        "deploy": ("deploy", f"{MODEL}@champion", "--name", "elsewhere"),
-        "deployments serve": ("deployments", "serve", DEPLOYMENT),
         "db current": ("db", "current"),
         "db upgrade": ("db", "upgrade"),
         "up": ("up",),

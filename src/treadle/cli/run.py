@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from treadle.cli import common
 from treadle.cli.progress import Progress
+from treadle.dsl import Pipeline
 from treadle.engine import RunOptions, find_pipeline, run_pipeline
 from treadle.errors import InvalidInputError
 from treadle.tracking import Run
@@ -97,14 +98,19 @@ def run(
 ) -> None:
     """Run a pipeline, showing each step as it goes, and print the run id and a summary.
 
+    With TREADLE_URL (or --url) set, the pipeline's folder is sent to that server as a
+    package and the run executes there; this command follows it until it ends.
     Steps whose code, inputs and parameters are unchanged are answered from the cache.
     A failed run keeps its finished steps: fix the cause and `treadle runs resume ID`.
 
     Example: treadle run examples/quickstart/pipeline.py -p c=0.5 -e demo
     """
-    common.require_local("run")
     pipeline, source = find_pipeline(target)
-    params = pipeline.parse_params(parse_assignments(param or []))
+    raw = parse_assignments(param or [])
+    params = pipeline.parse_params(raw)
+    if common.remote():
+        run_on_server(pipeline, source, raw, experiment, name, executor, workers, not no_cache)
+        return
     store = common.local_store()
     with Progress(common.console()) as progress, interrupted_notice(progress):
         result = run_pipeline(
@@ -121,4 +127,37 @@ def run(
             ),
             source_file=source,
         )
+    summarize(result, progress)
+
+
+def run_on_server(
+    pipeline: Pipeline[Any, Any],
+    source: str | None,
+    params: dict[str, str],
+    experiment: str | None,
+    name: str | None,
+    executor: str | None,
+    workers: int | None,
+    use_cache: bool,
+) -> None:
+    from treadle.cli import remote_run
+
+    if source is None:
+        raise InvalidInputError(
+            f"pipeline {pipeline.name!r} has no source file to send to the server",
+            "run it from a .py file: treadle run path/to/pipeline.py",
+        )
+    record = remote_run.submit(
+        pipeline,
+        source,
+        params,
+        experiment=experiment,
+        name=name,
+        executor=executor,
+        workers=workers,
+        use_cache=use_cache,
+    )
+    version = common.client().get_pipeline_version(record.pipeline_version_id or "")
+    with Progress(common.console()) as progress, interrupted_notice(progress):
+        result = remote_run.follow(record, progress, version.spec)
     summarize(result, progress)

@@ -222,8 +222,16 @@ def resume(
     executor: Annotated[str | None, typer.Option(help="local or process.")] = None,
     workers: Annotated[int | None, typer.Option(min=1)] = None,
 ) -> None:
-    """Re-run only the steps of a run that did not finish, reusing every finished one."""
-    common.require_local("runs resume")
+    """Re-run only the steps of a run that did not finish, reusing every finished one.
+
+    With TREADLE_URL set, the server resumes it and this command follows it."""
+    if common.remote():
+        from treadle.cli import remote_run
+
+        with Progress(common.console()) as progress, interrupted_notice(progress):
+            result = remote_run.resume(run_id, progress)
+        summarize(result, progress)
+        return
     with Progress(common.console()) as progress, interrupted_notice(progress):
         result = resume_run(
             run_id,

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 from treadle.client.transport import Transport, segment
 from treadle.store.records import (
+    DeployedPackage,
     ExperimentRecord,
     ExperimentSummary,
     MetricRecord,
@@ -107,6 +110,24 @@ class RunsApi(Transport):
             PipelineVersionRecord, self._in_project(f"/pipelines/{segment(name)}/latest")
         )
 
+    def list_pipeline_versions(self, name: str) -> list[PipelineVersionRecord]:
+        """Every version of pipeline `name`, oldest first."""
+        return self._get(
+            list[PipelineVersionRecord], self._in_project(f"/pipelines/{segment(name)}/versions")
+        )
+
+    def deploy_package(self, package: bytes | str | os.PathLike[str]) -> DeployedPackage:
+        """Register a pipeline package (its bytes or its path) as a version of its
+        pipeline; runs of that version execute the package's code."""
+        data = package if isinstance(package, bytes) else Path(package).read_bytes()
+        return self._call(
+            DeployedPackage,
+            "POST",
+            self._in_project("/pipelines/packages"),
+            content=data,
+            headers={"content-type": "application/zip"},
+        )
+
     def submit_run(
         self,
         pipeline: str,
@@ -114,16 +135,25 @@ class RunsApi(Transport):
         *,
         experiment: str | None = None,
         name: str | None = None,
+        version: str | None = None,
+        executor: str | None = None,
+        workers: int | None = None,
+        use_cache: bool = True,
     ) -> RunRecord:
-        """Run the newest version of `pipeline` on the server (parameters as `-p` takes
-        them); returns the recorded run at once, while it executes there."""
+        """Run `pipeline` on the server, its newest version or the version id given
+        (parameters as `-p` takes them); returns the recorded run at once, while it
+        executes there."""
         body = {
+            "version": version,
             "pipeline": pipeline,
             "params": {
                 k: v if isinstance(v, str) else json.dumps(v) for k, v in (params or {}).items()
             },
             "experiment": experiment,
             "name": name,
+            "executor": executor,
+            "workers": workers,
+            "use_cache": use_cache,
         }
         return self._call(RunRecord, "POST", self._in_project("/runs"), json=body)
 

@@ -82,6 +82,9 @@ class RestPipelineStore:
     def list_pipelines(self, project_id: str) -> list[PipelineRecord]:
         return self._index.in_project(project_id).list_pipelines()
 
+    def list_versions(self, project_id: str, name: str) -> list[PipelineVersionRecord]:
+        return self._index.in_project(project_id).list_pipeline_versions(name)
+
     def latest_version(
         self, project_id: str, name: str
     ) -> tuple[PipelineRecord, PipelineVersionRecord]:

@@ -167,10 +167,13 @@ class Transport:
         params: Mapping[str, Any] | None = None,
         json: Any = None,
         headers: Mapping[str, str] | None = None,
+        content: bytes | None = None,
     ) -> httpx.Response:
         query = {k: v for k, v in (params or {}).items() if v is not None}
         try:
-            response = self._http.request(method, path, params=query, json=json, headers=headers)
+            response = self._http.request(
+                method, path, params=query, json=json, headers=headers, content=content
+            )
         except httpx.TransportError as exc:
             raise unreachable(self.url, exc) from exc
         raise_for(response, token=self._has_token)
@@ -184,8 +187,12 @@ class Transport:
         *,
         params: Mapping[str, Any] | None = None,
         json: Any = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> R:
-        response = self._send(method, path, params=params, json=json)
+        response = self._send(
+            method, path, params=params, json=json, content=content, headers=headers
+        )
         try:
             data = response.json()
         except ValueError:

@@ -9,7 +9,7 @@ from treadle.config import load_settings
 from treadle.dsl import Pipeline
 from treadle.dsl import pipeline as _define_pipeline
 from treadle.engine.events import Event
-from treadle.engine.loader import find_pipeline
+from treadle.engine.loader import find_pipeline, version_pipeline
 from treadle.engine.runner import RunOptions, resume_run, run_pipeline
 from treadle.store import open_store
 from treadle.tracking.run import Run
@@ -49,4 +49,5 @@ __all__ = [
     "resume_run",
     "run_locally",
     "run_pipeline",
+    "version_pipeline",
 ]

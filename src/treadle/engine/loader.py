@@ -12,6 +12,8 @@ from typing import Any
 
 from treadle.dsl import Pipeline, Step
 from treadle.errors import DefinitionError, NotFoundError
+from treadle.packaging import parse_source, read_package, unpack
+from treadle.store.records import PipelineVersionRecord
 
 
 def _module_name_for(path: Path) -> str:
@@ -110,3 +112,22 @@ def import_step(ref: str, source_file: str | None) -> Step[Any, Any]:
     if isinstance(obj, Step):
         return obj
     raise NotFoundError(f"{ref} is not a @step")
+
+
+def version_pipeline(store: Any, version: PipelineVersionRecord) -> tuple[Pipeline[Any, Any], str]:
+    """The pipeline a recorded version runs, and the file it comes from. A version
+    deployed as a package runs that package's code, unpacked once per version under the
+    home's `packages/` folder, never a working copy."""
+    located = parse_source(version.source)
+    if located is None:
+        pipeline, source = find_pipeline(version.source)
+        return pipeline, source or version.source
+    sha, entry = located
+    folder = store.settings.home / "packages"
+    entry_file, _, attr = entry.rpartition(":")
+    unpacked = folder / version.hash
+    if not (unpacked / entry_file).is_file():
+        package = read_package(store.objects.get_bytes(sha))
+        unpacked = unpack(package, folder)
+    pipeline, source = find_pipeline(f"{unpacked / entry_file}:{attr}")
+    return pipeline, source or str(unpacked / entry_file)

@@ -34,11 +34,18 @@ from treadle.engine import capture
 from treadle.engine.cache import cache_key
 from treadle.engine.events import Event, EventSink, ignore
 from treadle.engine.executors import Executor, default_workers, make_executor
-from treadle.engine.loader import find_pipeline
+from treadle.engine.loader import version_pipeline
 from treadle.engine.task import ArtifactInput, StepResult, StepTask, TaskInput
 from treadle.errors import ConflictError, InvalidInputError, NotFoundError
+from treadle.packaging import parse_source
 from treadle.store import Store, materializers
-from treadle.store.records import LineageEdge, RunRecord, StepRunRecord, new_id
+from treadle.store.records import (
+    LineageEdge,
+    PipelineVersionRecord,
+    RunRecord,
+    StepRunRecord,
+    new_id,
+)
 from treadle.tracking.heartbeat import STALE_SECONDS, Heartbeat
 from treadle.tracking.run import Run, latest_attempts
 from treadle.types import RunState, StepState
@@ -552,9 +559,12 @@ def plan_run(
     store: Store,
     options: RunOptions = RunOptions(),
     source_file: str | None = None,
+    version: PipelineVersionRecord | None = None,
 ) -> PlannedRun:
     """Check the parameters, trace the pipeline and record the run (RUNNING). Nothing is
-    written if the parameters, the graph or the executor are wrong."""
+    written if the parameters, the graph or the executor are wrong. A run of a recorded
+    `version` (a deployed package) is filed under it; otherwise the traced graph names
+    its version."""
     resolved = pipeline.resolve_params(params)
     traced = pipeline.build(**resolved)
     settings: Settings = store.settings
@@ -562,13 +572,14 @@ def plan_run(
     experiment = store.projects.ensure_experiment(
         project.id, options.experiment or settings.experiment, settings.user
     )
-    _, version = store.pipelines.ensure_version(
-        project.id,
-        pipeline.name,
-        version_hash(traced.graph),
-        to_spec(traced.graph),
-        _pipeline_source(pipeline, source_file),
-    )
+    if version is None:
+        _, version = store.pipelines.ensure_version(
+            project.id,
+            pipeline.name,
+            version_hash(traced.graph),
+            to_spec(traced.graph),
+            _pipeline_source(pipeline, source_file),
+        )
     now = time.time()
     run = RunRecord(
         id=new_id(),
@@ -632,14 +643,14 @@ def resume_run(
         raise ConflictError(f"run {run.id[:8]} was not a pipeline run; it cannot resume")
     _, version = store.pipelines.get_version(run.pipeline_version_id)
     if pipeline is None:
-        pipeline, _ = find_pipeline(version.source)
+        pipeline, _ = version_pipeline(store, version)
     # steps may have logged params of their own; only the pipeline's are re-applied
     recorded = store.tracking.get_params(run.id)
     params = pipeline.parse_params(
         {k: v for k, v in recorded.items() if k in pipeline.signature.parameters}
     )
     traced = pipeline.build(**params)
-    if version_hash(traced.graph) != version.hash:
+    if parse_source(version.source) is None and version_hash(traced.graph) != version.hash:
         options.on_event(
             Event(
                 "notice",

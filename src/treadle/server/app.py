@@ -29,11 +29,14 @@ from treadle.server.routes import (
     runs,
     steps,
 )
+from treadle.server.routes.pipelines import BINARY_TYPES
 from treadle.server.runpool import RunPool
 from treadle.store import Store
 
 API = "/api/v1"
 MAX_BODY = 16 * 1024 * 1024
+# endpoints whose body is a file rather than JSON, and the types they take
+BINARY_ENDPOINTS = ("/pipelines/packages",)
 
 
 class Guard:
@@ -93,9 +96,17 @@ class Guard:
     ) -> tuple[int, str, str] | None:
         if not complete:
             return 413, f"the body is over {self.max_body} bytes", "send less per request"
-        kind = headers.get("content-type", "")
+        kind = headers.get("content-type", "").partition(";")[0].strip().lower()
         path: str = scope["path"]
-        if body and "json" not in kind and not path.endswith("/content"):
+        if path.endswith(BINARY_ENDPOINTS):
+            if kind not in BINARY_TYPES:
+                return (
+                    415,
+                    f"this endpoint takes {' or '.join(BINARY_TYPES)}, not {kind or 'nothing'}",
+                    "send the file's bytes with Content-Type: application/zip",
+                )
+            return None
+        if body and "json" not in kind:
             return (
                 415,
                 f"this endpoint takes application/json, not {kind or 'nothing'}",

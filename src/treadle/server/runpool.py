@@ -8,13 +8,15 @@ resumed like any other.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from treadle.engine import RunOptions, find_pipeline, resume_run
+from treadle.engine import RunOptions, resume_run, version_pipeline
 from treadle.engine.runner import execute_planned, plan_run
-from treadle.errors import ConflictError
+from treadle.errors import ConflictError, NotFoundError
+from treadle.packaging import parse_source
 from treadle.store import Store
 from treadle.store.records import RunRecord
 
@@ -40,17 +42,23 @@ class RunPool:
         store: Store,
         pipeline: str,
         params: dict[str, str],
-        experiment: str | None,
-        name: str | None,
+        options: RunOptions = RunOptions(),
+        version_id: str | None = None,
     ) -> RunRecord:
-        """Record a run of the newest version of `pipeline` and queue it."""
+        """Record a run of `pipeline` (its newest version, or the one given) and queue it."""
         project = store.projects.get_project(store.settings.project)
-        _, version = store.pipelines.latest_version(project.id, pipeline)
-        found, source = find_pipeline(version.source)
+        if version_id is None:
+            _, version = store.pipelines.latest_version(project.id, pipeline)
+        else:
+            owner, version = store.pipelines.get_version(version_id)
+            if owner.project_id != project.id or owner.name != pipeline:
+                raise NotFoundError(f"pipeline {pipeline!r} has no version {version_id!r}")
+        found, source = version_pipeline(store, version)
         typed = found.parse_params(params)
         cancel = threading.Event()
-        options = RunOptions(experiment=experiment, name=name, cancel=cancel)
-        planned = plan_run(found, typed, store, options, source)
+        options = dataclasses.replace(options, cancel=cancel)
+        pinned = version if parse_source(version.source) else None
+        planned = plan_run(found, typed, store, options, source, version=pinned)
         with self._lock:
             self._cancels[planned.run.id] = cancel
         self._pool.submit(self._execute, store, planned, options)

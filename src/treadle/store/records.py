@@ -57,6 +57,18 @@ class PipelineVersionRecord:
 
 
 @dataclasses.dataclass(frozen=True)
+class DeployedPackage:
+    """A pipeline package registered as a version of its pipeline."""
+
+    pipeline: PipelineRecord
+    version: PipelineVersionRecord
+    package_sha256: str
+    """The package file's sha256; the version is its content hash (`version.hash`)."""
+    created: bool
+    """False when the project already had this version (the same source, built again)."""
+
+
+@dataclasses.dataclass(frozen=True)
 class RunRecord:
     id: str
     project_id: str

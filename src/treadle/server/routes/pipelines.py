@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
+from starlette.concurrency import run_in_threadpool
 
 from treadle.errors import NotFoundError
+from treadle.packaging import read_package, source_of
 from treadle.server.auth import Access, need, store_of
-from treadle.store.records import PipelineRecord, PipelineVersionRecord
+from treadle.store import Store
+from treadle.store.records import DeployedPackage, PipelineRecord, PipelineVersionRecord
 
 router = APIRouter(prefix="/projects/{project}", tags=["pipelines"])
+BINARY_TYPES = ("application/zip", "application/octet-stream")
 
 
 @router.get("/pipelines", response_model=list[PipelineRecord])
@@ -33,9 +37,68 @@ def get_pipeline_version(
     return found[1]
 
 
+@router.get("/pipelines/{name}/versions", response_model=list[PipelineVersionRecord])
+def list_versions(
+    name: str, request: Request, access: Access = Depends(need("viewer"))
+) -> list[PipelineVersionRecord]:
+    """Every version of a pipeline, oldest first."""
+    return store_of(request).pipelines.list_versions(access.project.id, name)
+
+
 @router.get("/pipelines/{name}/latest", response_model=PipelineVersionRecord)
 def latest_version(
     name: str, request: Request, access: Access = Depends(need("viewer"))
 ) -> PipelineVersionRecord:
     """The newest version of a pipeline: what a submitted run of it executes."""
     return store_of(request).pipelines.latest_version(access.project.id, name)[1]
+
+
+_PACKAGE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {t: {"schema": {"type": "string", "format": "binary"}} for t in BINARY_TYPES},
+    }
+}
+
+
+@router.post(
+    "/pipelines/packages",
+    response_model=DeployedPackage,
+    status_code=201,
+    openapi_extra=_PACKAGE_BODY,
+)
+async def deploy_package(
+    request: Request, access: Access = Depends(need("editor"))
+) -> DeployedPackage:
+    """Register a pipeline package (`treadle pipeline build` writes one) as a version of
+    its pipeline. The package is checked whole first: a tampered or malformed one is
+    refused and nothing is recorded. Runs of the version execute the package's code."""
+    data = await request.body()
+    return await run_in_threadpool(_register, data, request, access)
+
+
+def _register(data: bytes, request: Request, access: Access) -> DeployedPackage:
+    package = read_package(data)
+    store = store_of(request)
+    manifest = package.manifest
+    known = {v.hash for v in _versions(store, access.project.id, manifest.name)}
+    sha, _ = store.objects.put_bytes(package.data)
+    pipeline, version = store.pipelines.ensure_version(
+        access.project.id, manifest.name, manifest.hash, manifest.spec, source_of(package)
+    )
+    store.audit.record(
+        access.project.id,
+        access.user,
+        "deploy-pipeline",
+        "pipeline-version",
+        version.id,
+        {"pipeline": manifest.name, "version": manifest.version, "package_sha256": sha},
+    )
+    return DeployedPackage(pipeline, version, sha, manifest.hash not in known)
+
+
+def _versions(store: Store, project_id: str, name: str) -> list[PipelineVersionRecord]:
+    try:
+        return store.pipelines.list_versions(project_id, name)
+    except NotFoundError:
+        return []

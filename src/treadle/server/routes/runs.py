@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 
+from treadle.engine import RunOptions
 from treadle.errors import ConflictError, NotFoundError
 from treadle.server.acting import acting_store
 from treadle.server.auth import Access, need, store_of
@@ -160,6 +161,14 @@ class SubmitRun(BaseModel):
     """Parameters as `treadle run -p` takes them: strings parsed by the pipeline's types."""
     experiment: str | None = Field(default=None, min_length=1, max_length=200)
     name: str | None = Field(default=None, min_length=1, max_length=200)
+    version: str | None = Field(default=None, min_length=1, max_length=64)
+    """A version id of the pipeline to run instead of its newest."""
+    executor: Literal["local", "process"] | None = None
+    """Where the steps run on the server: threads (local) or worker processes."""
+    workers: int | None = Field(default=None, ge=1, le=64)
+    """How many steps may run at once."""
+    use_cache: bool = True
+    """False runs every step even if its result is cached."""
 
 
 def _pool(request: Request) -> RunPool:
@@ -176,7 +185,14 @@ def submit_run(
     """Run the newest version of a pipeline on the server. The run is recorded at once
     (bad parameters are refused and nothing is written) and executes in the background."""
     store = acting_store(store_of(request), access)
-    run = _pool(request).submit(store, body.pipeline, body.params, body.experiment, body.name)
+    options = RunOptions(
+        experiment=body.experiment,
+        name=body.name,
+        executor=body.executor,
+        max_workers=body.workers,
+        use_cache=body.use_cache,
+    )
+    run = _pool(request).submit(store, body.pipeline, body.params, options, body.version)
     store.audit.record(
         access.project.id,
         access.user,

@@ -105,6 +105,31 @@ class SqlPipelineStore:
             )
         return self.get_version(rows[0]["id"])
 
+    def list_versions(self, project_id: str, name: str) -> list[PipelineVersionRecord]:
+        """Every version of pipeline `name` in the project, oldest first."""
+        with self._db.read() as conn:
+            rows = conn.execute(
+                "SELECT v.* FROM pipeline_versions v JOIN pipelines p ON p.id = v.pipeline_id "
+                "WHERE p.project_id = :project AND p.name = :name ORDER BY v.created_at, v.id",
+                {"project": project_id, "name": name},
+            )
+        if not rows:
+            self._pipeline_named(project_id, name)
+        return [_version(r) for r in rows]
+
+    def _pipeline_named(self, project_id: str, name: str) -> PipelineRecord:
+        with self._db.read() as conn:
+            rows = conn.execute(
+                "SELECT * FROM pipelines WHERE project_id = :project AND name = :name",
+                {"project": project_id, "name": name},
+            )
+        if not rows:
+            raise NotFoundError(
+                f"no pipeline named {name!r}",
+                "a pipeline appears once it has run or been deployed",
+            )
+        return _pipeline(rows[0])
+
     def list_pipelines(self, project_id: str) -> list[PipelineRecord]:
         with self._db.read() as conn:
             rows = conn.execute(
