@@ -70,7 +70,7 @@ def register(model: Model, data: pd.DataFrame, metrics: Metrics) -> int:
     return version.version
 
 
-@pipeline
+@pipeline(smoke={"rows": 120})
 def training(rows: int = 500, c: float = 1.0) -> None:
     data = load(rows)
     train_set, test_set = split(data)

@@ -14,6 +14,21 @@
 
 The config file is `<home>/config.toml` with the same names as keys. With `url` set, the
 CLI works against that treadle server (as the user `token` belongs to) instead of the home.
+
+Environments that `treadle pipeline deploy --to NAME` deploys to are tables there:
+
+    [environments.staging]
+    url = "http://staging.example:8080"
+    token_env = "STAGING_TOKEN"        # or token = "trd_..."; project = "default"
+
+    [environments.prod]
+    url = "http://prod.example:8080"
+    token_env = "PROD_TOKEN"
+    requires = "staging"               # a package must have run green there first
+
+TREADLE_ENV_<NAME>_URL, _TOKEN and _PROJECT set or override them (what a CI job has).
+A `prod` or `production` environment requires `staging` when one is named and it does
+not say otherwise (`requires = ""`).
 """
 
 from __future__ import annotations
@@ -21,12 +36,38 @@ from __future__ import annotations
 import dataclasses
 import getpass
 import os
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from treadle.errors import ConfigError
 
-_KEYS = ("db_url", "artifact_url", "project", "experiment", "executor", "user", "url", "token")
+_KEYS = (
+    "db_url",
+    "artifact_url",
+    "project",
+    "experiment",
+    "executor",
+    "user",
+    "url",
+    "token",
+    "environments",
+)
+_ENV_KEYS = ("url", "token", "token_env", "project", "requires")
+_ENV_VAR = re.compile(r"TREADLE_ENV_([A-Z0-9_]+?)_(URL|TOKEN|PROJECT)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Environment:
+    """A treadle server pipelines are deployed to: `dev`, `staging`, `prod`…"""
+
+    name: str
+    url: str
+    token: str | None = dataclasses.field(default=None, repr=False)
+    project: str = "default"
+    requires: str | None = None
+    """An environment where a package must have a successful run before it comes here."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +83,19 @@ class Settings:
     """A treadle server's address; when set, the CLI talks to it instead of the home."""
     token: str | None = dataclasses.field(default=None, repr=False)
     """The API token for `url` (kept out of reprs and tracebacks)."""
+    environments: dict[str, Environment] = dataclasses.field(default_factory=dict)
+
+    def environment(self, name: str) -> Environment:
+        found = self.environments.get(name)
+        if found is None:
+            known = ", ".join(sorted(self.environments)) or "none"
+            raise ConfigError(
+                f"no environment named {name!r} (configured: {known})",
+                f"add [environments.{name}] with url and token_env to "
+                f"{self.home / 'config.toml'}, or set TREADLE_ENV_{name.upper()}_URL "
+                f"and TREADLE_ENV_{name.upper()}_TOKEN",
+            )
+        return found
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -93,4 +147,49 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         user=pick("user", _login()),
         url=str(env.get("TREADLE_URL") or file_values.get("url") or "").strip() or None,
         token=str(env.get("TREADLE_TOKEN") or file_values.get("token") or "").strip() or None,
+        environments=_environments(file_values.get("environments", {}), env, home),
     )
+
+
+def _environments(tables: Any, env: Mapping[str, str], home: Path) -> dict[str, Environment]:
+    where = home / "config.toml"
+    if not isinstance(tables, dict):
+        raise ConfigError(f"`environments` in {where} must be tables: [environments.NAME]")
+    raw: dict[str, dict[str, Any]] = {}
+    for name, table in tables.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"[environments.{name}] in {where} must be a table")
+        unknown = set(table) - set(_ENV_KEYS)
+        if unknown:
+            raise ConfigError(
+                f"unknown key(s) in [environments.{name}] of {where}: {', '.join(sorted(unknown))}",
+                f"known keys are {', '.join(_ENV_KEYS)}",
+            )
+        entry = dict(table)
+        if entry.get("token_env"):
+            entry.setdefault("token", env.get(str(entry["token_env"])))
+        raw[str(name)] = entry
+    for key, value in env.items():
+        found = _ENV_VAR.fullmatch(key)
+        if found and value.strip():
+            name = found.group(1).lower()
+            raw.setdefault(name, {})[found.group(2).lower()] = value.strip()
+    out: dict[str, Environment] = {}
+    for name, entry in raw.items():
+        url = str(entry.get("url") or "").strip()
+        if not url:
+            raise ConfigError(
+                f"environment {name!r} has no url",
+                f"set url in [environments.{name}] or TREADLE_ENV_{name.upper()}_URL",
+            )
+        requires = entry.get("requires")
+        if requires is None and name in ("prod", "production") and "staging" in raw:
+            requires = "staging"
+        out[name] = Environment(
+            name=name,
+            url=url,
+            token=str(entry["token"]) if entry.get("token") else None,
+            project=str(entry.get("project") or "default"),
+            requires=str(requires) if requires else None,
+        )
+    return out

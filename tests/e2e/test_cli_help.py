@@ -32,8 +32,18 @@ ROOT = {
     "members": "Members of the current project",
     "users": "Users of a treadle server",
     "tokens": "API tokens",
+    "pipeline": "Pipeline CI and CD",
+    "init": "Write a CI workflow",
 }
 GROUPS = {
+    "pipeline": {
+        "build": "Check the pipeline, make a smoke run",
+        "test": "Run the project's step tests",
+        "deploy": "Register a package on an environment's server",
+        "versions": "A pipeline's versions",
+        "rollback": "Make the previous version current",
+        "run": "Run a pipeline's current version on a server",
+    },
     "runs": {
         "list": "List runs",
         "show": "Show a run",

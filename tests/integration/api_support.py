@@ -689,9 +689,13 @@ def prepare(
             query[q["name"]] = minimal(spec, q.get("schema", {}), q["name"], p.unique("q"))
     schema = op.body_schema(spec)
     body = minimal(spec, schema, "body", p.unique("sec")) if schema is not None else None
+    if isinstance(body, dict):  # body fields that name seeded objects get them
+        body.update({k: p.values[k] for k in body if k in BODY_NOUNS and k in p.values})
     content = tiny_package() if op.takes_file else None
     return Prepared(op.method, url, body, query, "; ".join(notes), content)
 
+
+BODY_NOUNS = frozenset({"pipeline_version"})
 
 TINY_PIPELINE = """
 from treadle import pipeline, step

@@ -7,8 +7,19 @@ from typing import Annotated
 
 import typer
 
-from treadle.cli import access, artifacts, common, db, deployments, experiments, models, runs
+from treadle.cli import (
+    access,
+    artifacts,
+    common,
+    db,
+    deployments,
+    experiments,
+    models,
+    pipeline,
+    runs,
+)
 from treadle.cli.common import err_console
+from treadle.cli.init import init
 from treadle.cli.lineage import lineage
 from treadle.cli.run import run
 from treadle.cli.serve import deploy, serve
@@ -47,6 +58,8 @@ def _root(
 
 
 app.command()(run)
+app.add_typer(pipeline.app, name="pipeline")
+app.command()(init)
 app.command()(lineage)
 app.add_typer(runs.app, name="runs")
 app.add_typer(experiments.app, name="experiments")

@@ -49,7 +49,8 @@ def submit(
 ) -> RunRecord:
     """Package the pipeline, register the package on the server and start a run of it."""
     client = common.client()
-    deployed = client.deploy_package(build_package(pipeline, source).data)
+    # a run from a working copy does not change what scheduled runs execute
+    deployed = client.deploy_package(build_package(pipeline, source).data, current=False)
     return client.submit_run(
         pipeline.name,
         params,
@@ -110,11 +111,16 @@ class Follower:
 
 
 def follow(
-    run: RunRecord, progress: Progress, spec: dict[str, Any], *, resumed: bool = False
+    run: RunRecord,
+    progress: Progress,
+    spec: dict[str, Any],
+    *,
+    resumed: bool = False,
+    client: Client | None = None,
 ) -> Run:
     """Draw the run until it ends; Ctrl-C cancels it on the server. A `resumed` run is
     followed from its next attempt on (the server restarts it in the background)."""
-    client = common.client()
+    client = client or common.client()
     total = len(spec.get("nodes", []))
     progress(Event("run_started", run.id, message=run.name, total=total))
     follower = Follower(client, run, progress, total)
@@ -134,7 +140,10 @@ def follow(
         while not client.get_run(run.id).state.finished:
             time.sleep(POLL_SECONDS)
         raise
-    return Run(common.store(), follower.run)  # type: ignore[arg-type]
+    from treadle.client import remote_store
+
+    store = remote_store(client, common.settings().replace(project=client.project))
+    return Run(store, follower.run)  # type: ignore[arg-type]
 
 
 def resume(run_id: str, progress: Progress) -> Run:

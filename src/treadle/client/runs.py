@@ -35,15 +35,18 @@ class RunsApi(Transport):
         *,
         experiment: str | None = None,
         state: RunState | str | None = None,
+        pipeline_version: str | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> list[RunRecord]:
-        """Runs, newest first, of one experiment (by name) or state if given."""
+        """Runs, newest first, of one experiment (by name), state or pipeline version id
+        if given."""
         return self._get(
             list[RunRecord],
             self._in_project("/runs"),
             experiment=experiment,
             state=state.value if isinstance(state, RunState) else state,
+            pipeline_version=pipeline_version,
             limit=limit,
             offset=offset,
         )
@@ -116,16 +119,36 @@ class RunsApi(Transport):
             list[PipelineVersionRecord], self._in_project(f"/pipelines/{segment(name)}/versions")
         )
 
-    def deploy_package(self, package: bytes | str | os.PathLike[str]) -> DeployedPackage:
+    def deploy_package(
+        self,
+        package: bytes | str | os.PathLike[str],
+        *,
+        current: bool = True,
+        forced: str | None = None,
+    ) -> DeployedPackage:
         """Register a pipeline package (its bytes or its path) as a version of its
-        pipeline; runs of that version execute the package's code."""
+        pipeline, and make it the version submitted runs execute unless `current` is
+        False; runs of that version execute the package's code. `forced` says, for the
+        audit log, why a promotion check was skipped."""
         data = package if isinstance(package, bytes) else Path(package).read_bytes()
         return self._call(
             DeployedPackage,
             "POST",
             self._in_project("/pipelines/packages"),
+            params={"current": str(current).lower(), "forced": forced},
             content=data,
             headers={"content-type": "application/zip"},
+        )
+
+    def set_current_pipeline_version(
+        self, name: str, version: str, reason: str = ""
+    ) -> PipelineRecord:
+        """Make a version (id, hash or hash prefix) the one submitted runs execute."""
+        return self._call(
+            PipelineRecord,
+            "PUT",
+            self._in_project(f"/pipelines/{segment(name)}/current"),
+            json={"pipeline_version": version, "reason": reason},
         )
 
     def submit_run(

@@ -85,6 +85,9 @@ class RestPipelineStore:
     def list_versions(self, project_id: str, name: str) -> list[PipelineVersionRecord]:
         return self._index.in_project(project_id).list_pipeline_versions(name)
 
+    def set_current(self, project_id: str, name: str, version_id: str) -> PipelineRecord:
+        return self._index.in_project(project_id).set_current_pipeline_version(name, version_id)
+
     def latest_version(
         self, project_id: str, name: str
     ) -> tuple[PipelineRecord, PipelineVersionRecord]:
@@ -124,6 +127,7 @@ class RestRunStore:
         *,
         experiment_id: str | None = None,
         state: RunState | None = None,
+        pipeline_version_id: str | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> list[RunRecord]:
@@ -131,7 +135,11 @@ class RestRunStore:
             self._index.experiment_by_id(experiment_id, project_id).name if experiment_id else None
         )
         return self._index.in_project(project_id).list_runs(
-            experiment=experiment, state=state, limit=limit, offset=offset
+            experiment=experiment,
+            state=state,
+            pipeline_version=pipeline_version_id,
+            limit=limit,
+            offset=offset,
         )
 
     def start_step(self, step_run: StepRunRecord) -> None:

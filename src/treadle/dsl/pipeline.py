@@ -83,7 +83,13 @@ class Pipeline(Generic[P, R]):
     """A pipeline. Calling it runs it (returning a Run handle) with the runner that the
     public `treadle.pipeline` decorator attaches; `build(**params)` only traces it."""
 
-    def __init__(self, fn: Callable[P, R], name: str, runner: Runner | None) -> None:
+    def __init__(
+        self,
+        fn: Callable[P, R],
+        name: str,
+        runner: Runner | None,
+        smoke: Mapping[str, Any] | None = None,
+    ) -> None:
         functools.update_wrapper(self, fn)
         self.fn = fn
         self.name = name
@@ -97,6 +103,9 @@ class Pipeline(Generic[P, R]):
             ) from exc
         self.param_types = {p: hints.get(p, Any) for p in self.signature.parameters}
         self.ref = f"{fn.__module__}:{fn.__qualname__}"
+        self.smoke: dict[str, Any] = self.resolve_params(dict(smoke or {})) if smoke else {}
+        """Parameters for the quick run `treadle pipeline build` and `test` make: small
+        data, few iterations. Checked like any parameters, when the pipeline is defined."""
         if all(p.default is not p.empty for p in self.signature.parameters.values()):
             self.build()  # definition-time validation
 
@@ -164,7 +173,10 @@ class Pipeline(Generic[P, R]):
 def pipeline(fn: Callable[P, R], /) -> Pipeline[P, R]: ...
 @overload
 def pipeline(
-    *, name: str | None = ..., runner: Runner | None = ...
+    *,
+    name: str | None = ...,
+    runner: Runner | None = ...,
+    smoke: Mapping[str, Any] | None = ...,
 ) -> Callable[[Callable[P, R]], Pipeline[P, R]]: ...
 
 
@@ -174,10 +186,12 @@ def pipeline(
     *,
     name: str | None = None,
     runner: Runner | None = None,
+    smoke: Mapping[str, Any] | None = None,
 ) -> Pipeline[P, R] | Callable[[Callable[P, R]], Pipeline[P, R]]:
-    """Make a function a pipeline. Its parameters are the pipeline's parameters."""
+    """Make a function a pipeline. Its parameters are the pipeline's parameters;
+    `smoke` gives the ones a smoke run uses (`treadle pipeline build` and `test`)."""
 
     def wrap(f: Callable[P, R]) -> Pipeline[P, R]:
-        return Pipeline(f, name or f.__name__, runner)
+        return Pipeline(f, name or f.__name__, runner, smoke)
 
     return wrap(fn) if fn is not None else wrap

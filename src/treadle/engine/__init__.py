@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, ParamSpec, TypeVar, overload
 
 from treadle.config import load_settings
@@ -27,17 +27,25 @@ def run_locally(pipeline: Pipeline[Any, Any], params: dict[str, Any]) -> Run:
 @overload
 def pipeline(fn: Callable[P, R], /) -> Pipeline[P, R]: ...
 @overload
-def pipeline(*, name: str | None = ...) -> Callable[[Callable[P, R]], Pipeline[P, R]]: ...
+def pipeline(
+    *, name: str | None = ..., smoke: Mapping[str, Any] | None = ...
+) -> Callable[[Callable[P, R]], Pipeline[P, R]]: ...
 
 
 def pipeline(
-    fn: Callable[P, R] | None = None, /, *, name: str | None = None
+    fn: Callable[P, R] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    smoke: Mapping[str, Any] | None = None,
 ) -> Pipeline[P, R] | Callable[[Callable[P, R]], Pipeline[P, R]]:
     """Make a function a pipeline; calling it runs it and returns a `Run`.
 
     The body wires steps together; its parameters are the pipeline's parameters.
+    `smoke` gives the parameters of a quick run (small data, few iterations) that
+    `treadle pipeline build` and `treadle pipeline test` make before packaging.
     """
-    define = _define_pipeline(name=name, runner=run_locally)
+    define = _define_pipeline(name=name, runner=run_locally, smoke=smoke)
     return define(fn) if fn is not None else define
 
 

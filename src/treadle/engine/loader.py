@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -129,5 +130,24 @@ def version_pipeline(store: Any, version: PipelineVersionRecord) -> tuple[Pipeli
     if not (unpacked / entry_file).is_file():
         package = read_package(store.objects.get_bytes(sha))
         unpacked = unpack(package, folder)
+    _own_modules_first(unpacked)
     pipeline, source = find_pipeline(f"{unpacked / entry_file}:{attr}")
     return pipeline, source or str(unpacked / entry_file)
+
+
+def _own_modules_first(folder: Path) -> None:
+    """Make `import helpers` in a package find the package's own `helpers`: its folder
+    goes first on sys.path, and modules of those names that another folder (another
+    version) provided are forgotten. Code already loaded keeps the modules it holds."""
+    local = {p.stem for p in folder.glob("*.py")} | {
+        p.parent.name for p in folder.glob("*/__init__.py")
+    }
+    prefix = str(folder) + os.sep
+    for name in list(sys.modules):
+        if name.partition(".")[0] in local:
+            where = getattr(sys.modules[name], "__file__", None) or ""
+            if not where.startswith(prefix):
+                del sys.modules[name]
+    if str(folder) in sys.path:
+        sys.path.remove(str(folder))
+    sys.path.insert(0, str(folder))

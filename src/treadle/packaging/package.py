@@ -210,7 +210,11 @@ def build_package(
     entry = f"{entry_file}:{attr}"
     shas = {p: hashlib.sha256(d).hexdigest() for p, d in files.items()}
     requirements = locked_requirements(files)
-    smoke_params = {k: str(v) for k, v in (smoke or {}).items()}
+    smoke_params = (
+        {k: str(v) for k, v in smoke.items()}
+        if smoke is not None
+        else {k: format_param(v) for k, v in pipeline.smoke.items()}
+    )
     try:
         spec = to_spec(pipeline.build(**pipeline.parse_params(smoke_params)).graph)
     except InvalidInputError:
@@ -316,6 +320,11 @@ def read_package(data: bytes) -> Package:
         files = raw.get("files")
         if not isinstance(files, dict):
             raise InvalidInputError("package manifest field 'files' is missing")
+        for path, sha in files.items():
+            if not isinstance(sha, str):
+                raise InvalidInputError(
+                    f"package manifest field 'files' gives {path!r} no sha256 digest"
+                )
         stored = {}
         for name, info in members.items():
             if not name.startswith("src/"):

@@ -44,6 +44,9 @@ class PipelineRecord:
     project_id: str
     name: str
     created_at: float
+    current_version_id: str | None = None
+    """The version submitted and scheduled runs execute (set by a deploy or a rollback);
+    None means the newest."""
 
 
 @dataclasses.dataclass(frozen=True)

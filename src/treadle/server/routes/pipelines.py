@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from treadle.errors import NotFoundError
@@ -68,16 +71,23 @@ _PACKAGE_BODY = {
     openapi_extra=_PACKAGE_BODY,
 )
 async def deploy_package(
-    request: Request, access: Access = Depends(need("editor"))
+    request: Request,
+    access: Access = Depends(need("editor")),
+    current: bool = True,
+    forced: Annotated[str | None, Query(min_length=1, max_length=500)] = None,
 ) -> DeployedPackage:
     """Register a pipeline package (`treadle pipeline build` writes one) as a version of
-    its pipeline. The package is checked whole first: a tampered or malformed one is
-    refused and nothing is recorded. Runs of the version execute the package's code."""
+    its pipeline and, unless `current=false`, make it the version submitted and scheduled
+    runs execute. The package is checked whole first: a tampered or malformed one is
+    refused and nothing is recorded. Runs of the version execute the package's code.
+    `forced` records, in the audit log, why a promotion check was skipped."""
     data = await request.body()
-    return await run_in_threadpool(_register, data, request, access)
+    return await run_in_threadpool(_register, data, request, access, current, forced)
 
 
-def _register(data: bytes, request: Request, access: Access) -> DeployedPackage:
+def _register(
+    data: bytes, request: Request, access: Access, current: bool, forced: str | None
+) -> DeployedPackage:
     package = read_package(data)
     store = store_of(request)
     manifest = package.manifest
@@ -86,13 +96,23 @@ def _register(data: bytes, request: Request, access: Access) -> DeployedPackage:
     pipeline, version = store.pipelines.ensure_version(
         access.project.id, manifest.name, manifest.hash, manifest.spec, source_of(package)
     )
+    if current:
+        pipeline = store.pipelines.set_current(access.project.id, manifest.name, version.id)
+    detail: dict[str, object] = {
+        "pipeline": manifest.name,
+        "version": manifest.version,
+        "package_sha256": sha,
+        "current": current,
+    }
+    if forced:
+        detail["forced"] = forced
     store.audit.record(
         access.project.id,
         access.user,
         "deploy-pipeline",
         "pipeline-version",
         version.id,
-        {"pipeline": manifest.name, "version": manifest.version, "package_sha256": sha},
+        detail,
     )
     return DeployedPackage(pipeline, version, sha, manifest.hash not in known)
 
@@ -102,3 +122,46 @@ def _versions(store: Store, project_id: str, name: str) -> list[PipelineVersionR
         return store.pipelines.list_versions(project_id, name)
     except NotFoundError:
         return []
+
+
+class CurrentIn(BaseModel):
+    pipeline_version: str = Field(min_length=1, max_length=64)
+    """A version id, its hash, or a prefix of the hash of at least 6 characters (the
+    VERSION in a package's file name)."""
+    reason: str = Field(default="", max_length=500)
+
+
+@router.put("/pipelines/{name}/current", response_model=PipelineRecord)
+def set_current(
+    name: str, body: CurrentIn, request: Request, access: Access = Depends(need("editor"))
+) -> PipelineRecord:
+    """Make a version the one submitted and scheduled runs execute (a rollback, or a
+    roll forward to a version deployed before)."""
+    store = store_of(request)
+    versions = store.pipelines.list_versions(access.project.id, name)
+    version = find_version(versions, body.pipeline_version)
+    pipeline = store.pipelines.set_current(access.project.id, name, version.id)
+    store.audit.record(
+        access.project.id,
+        access.user,
+        "set-current-pipeline-version",
+        "pipeline",
+        pipeline.id,
+        {"pipeline": name, "version": version.hash[:12], "reason": body.reason},
+    )
+    return pipeline
+
+
+def find_version(versions: list[PipelineVersionRecord], ref: str) -> PipelineVersionRecord:
+    exact = [v for v in versions if ref in (v.id, v.hash)]
+    found = exact or (
+        [v for v in versions if v.hash.startswith(ref.lower())] if len(ref) >= 6 else []
+    )
+    if len(found) != 1:
+        raise NotFoundError(
+            f"no version {ref!r} of this pipeline"
+            if not found
+            else f"version {ref!r} is ambiguous: give more of its hash",
+            "list them with `treadle pipeline versions NAME`",
+        )
+    return found[0]

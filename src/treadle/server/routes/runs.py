@@ -47,16 +47,23 @@ def list_runs(
     access: Access = Depends(need("viewer")),
     experiment: str | None = None,
     state: RunState | None = None,
+    pipeline_version: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
 ) -> list[RunRecord]:
-    """Runs, newest first; filter by experiment name and state, page with limit/offset."""
+    """Runs, newest first; filter by experiment name, state and pipeline version id, page
+    with limit/offset."""
     store = store_of(request)
     experiment_id = (
         store.projects.find_experiment(access.project.id, experiment).id if experiment else None
     )
     return store.runs.list_runs(
-        access.project.id, experiment_id=experiment_id, state=state, limit=limit, offset=offset
+        access.project.id,
+        experiment_id=experiment_id,
+        state=state,
+        pipeline_version_id=pipeline_version,
+        limit=limit,
+        offset=offset,
     )
 
 

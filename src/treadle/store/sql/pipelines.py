@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Mapping
@@ -14,7 +15,9 @@ from treadle.store.sql.common import NAME_LIMIT, check_length
 
 
 def _pipeline(row: Row) -> PipelineRecord:
-    return PipelineRecord(row["id"], row["project_id"], row["name"], row["created_at"])
+    return PipelineRecord(
+        row["id"], row["project_id"], row["name"], row["created_at"], row["current_version_id"]
+    )
 
 
 def _version(row: Row) -> PipelineVersionRecord:
@@ -37,7 +40,8 @@ class SqlPipelineStore:
     ) -> tuple[PipelineRecord, PipelineVersionRecord]:
         check_length(name, NAME_LIMIT, "pipeline name")
         find = (
-            "SELECT p.id AS p_id, p.project_id, p.name, p.created_at AS p_created_at, v.* "
+            "SELECT p.id AS p_id, p.project_id, p.name, p.created_at AS p_created_at, "
+            "p.current_version_id AS p_current, v.* "
             "FROM pipelines p JOIN pipeline_versions v ON v.pipeline_id = p.id "
             "WHERE p.project_id = :project AND p.name = :name AND v.hash = :hash"
         )
@@ -71,7 +75,9 @@ class SqlPipelineStore:
                 )
                 rows = conn.execute(find, args)
         row = rows[0]
-        pipeline = PipelineRecord(row["p_id"], row["project_id"], row["name"], row["p_created_at"])
+        pipeline = PipelineRecord(
+            row["p_id"], row["project_id"], row["name"], row["p_created_at"], row["p_current"]
+        )
         return pipeline, _version(row)
 
     def get_version(self, version_id: str) -> tuple[PipelineRecord, PipelineVersionRecord]:
@@ -90,20 +96,34 @@ class SqlPipelineStore:
     def latest_version(
         self, project_id: str, name: str
     ) -> tuple[PipelineRecord, PipelineVersionRecord]:
-        """The newest version of pipeline `name` in the project."""
+        """The version of pipeline `name` that submitted runs execute: the current one if
+        a deploy or a rollback set it, else the newest."""
+        pipeline = self._pipeline_named(project_id, name)
+        if pipeline.current_version_id is not None:
+            return self.get_version(pipeline.current_version_id)
         with self._db.read() as conn:
             rows = conn.execute(
-                "SELECT v.* FROM pipeline_versions v JOIN pipelines p ON p.id = v.pipeline_id "
-                "WHERE p.project_id = :project AND p.name = :name "
-                "ORDER BY v.created_at DESC, v.id LIMIT 1",
-                {"project": project_id, "name": name},
-            )
-        if not rows:
-            raise NotFoundError(
-                f"no pipeline named {name!r}",
-                "a pipeline appears once it has run: `treadle run FILE` records it",
+                "SELECT id FROM pipeline_versions WHERE pipeline_id = :pid "
+                "ORDER BY created_at DESC, id LIMIT 1",
+                {"pid": pipeline.id},
             )
         return self.get_version(rows[0]["id"])
+
+    def set_current(self, project_id: str, name: str, version_id: str) -> PipelineRecord:
+        """Make `version_id` the version of pipeline `name` that submitted runs execute."""
+        pipeline = self._pipeline_named(project_id, name)
+        with self._db.write() as conn:
+            found = conn.execute(
+                "SELECT 1 FROM pipeline_versions WHERE id = :v AND pipeline_id = :p",
+                {"v": version_id, "p": pipeline.id},
+            )
+            if not found:
+                raise NotFoundError(f"pipeline {name!r} has no version {version_id!r}")
+            conn.execute(
+                "UPDATE pipelines SET current_version_id = :v WHERE id = :p",
+                {"v": version_id, "p": pipeline.id},
+            )
+        return dataclasses.replace(pipeline, current_version_id=version_id)
 
     def list_versions(self, project_id: str, name: str) -> list[PipelineVersionRecord]:
         """Every version of pipeline `name` in the project, oldest first."""
@@ -126,7 +146,8 @@ class SqlPipelineStore:
         if not rows:
             raise NotFoundError(
                 f"no pipeline named {name!r}",
-                "a pipeline appears once it has run or been deployed",
+                "a pipeline appears once it has run (`treadle run FILE`) or been deployed "
+                "(`treadle pipeline deploy PACKAGE`)",
             )
         return _pipeline(rows[0])
 

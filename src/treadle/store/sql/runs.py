@@ -126,11 +126,19 @@ class SqlRunStore:
         *,
         experiment_id: str | None = None,
         state: RunState | None = None,
+        pipeline_version_id: str | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> list[RunRecord]:
         where = ["project_id = :project"]
-        args: dict[str, Any] = {"project": project_id, "limit": limit, "offset": offset}
+        if pipeline_version_id is not None:
+            where.append("pipeline_version_id = :version")
+        args: dict[str, Any] = {
+            "project": project_id,
+            "version": pipeline_version_id,
+            "limit": limit,
+            "offset": offset,
+        }
         if experiment_id is not None:
             where.append("experiment_id = :experiment")
             args["experiment"] = experiment_id

@@ -48,6 +48,8 @@ pipelines = sa.Table(
     sa.Column("project_id", ID, sa.ForeignKey("projects.id"), nullable=False),
     sa.Column("name", sa.String(200), nullable=False),
     sa.Column("created_at", TIME, nullable=False),
+    # the version submitted runs execute; none set means the newest
+    sa.Column("current_version_id", ID, nullable=True),
     sa.UniqueConstraint("project_id", "name"),
 )
 
