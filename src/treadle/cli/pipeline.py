@@ -4,6 +4,7 @@ it to an environment's server (CD), list its versions and roll back."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -235,6 +236,12 @@ def deploy(
             "requires; recorded in the audit log.",
         ),
     ] = False,
+    pipeline: Annotated[
+        str | None,
+        typer.Option(
+            "--pipeline", help="Refuse the package unless it was built for this pipeline."
+        ),
+    ] = None,
 ) -> None:
     """Register a package on an environment's server.
 
@@ -250,6 +257,17 @@ def deploy(
         raise NotFoundError(f"no package {package_path}", "build one: treadle pipeline build FILE")
     package = read_package(package_path.read_bytes())
     manifest = package.manifest
+    if pipeline is not None and manifest.name != pipeline:
+        raise InvalidInputError(
+            f"{package_path} was built for pipeline {manifest.name!r}, not {pipeline!r}",
+            "deploy the package of that pipeline",
+        )
+    named = re.fullmatch(r"(.+)-([0-9a-f]{12})\.treadle", package_path.name)
+    if named and package_path.name != manifest.filename:
+        raise InvalidInputError(
+            f"{package_path.name} holds {manifest.filename}: the file was renamed or changed",
+            "deploy the package under the name `treadle pipeline build` gave it",
+        )
     env = common.settings().environment(to)
     forced = None
     if env.requires:
@@ -263,7 +281,7 @@ def deploy(
             )
         if green is None:
             forced = f"deployed with --force: no successful run in {env.requires}"
-    deployed = env_client(to).deploy_package(package.data, forced=forced)
+    deployed = env_client(to).deploy_package(package.data, forced=forced, pipeline=pipeline)
     said = "registered" if deployed.created else "already registered; made current"
     common.console().print(
         f"{manifest.name} {manifest.version} → {to} ({env.url}): {said}, version id "

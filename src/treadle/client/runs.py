@@ -125,17 +125,19 @@ class RunsApi(Transport):
         *,
         current: bool = True,
         forced: str | None = None,
+        pipeline: str | None = None,
     ) -> DeployedPackage:
         """Register a pipeline package (its bytes or its path) as a version of its
         pipeline, and make it the version submitted runs execute unless `current` is
         False; runs of that version execute the package's code. `forced` says, for the
-        audit log, why a promotion check was skipped."""
+        audit log, why a promotion check was skipped. With `pipeline`, a package built
+        for another pipeline is refused."""
         data = package if isinstance(package, bytes) else Path(package).read_bytes()
         return self._call(
             DeployedPackage,
             "POST",
             self._in_project("/pipelines/packages"),
-            params={"current": str(current).lower(), "forced": forced},
+            params={"current": str(current).lower(), "forced": forced, "pipeline": pipeline},
             content=data,
             headers={"content-type": "application/zip"},
         )

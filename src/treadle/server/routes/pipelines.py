@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from treadle.errors import NotFoundError
+from treadle.errors import InvalidInputError, NotFoundError
 from treadle.packaging import read_package, source_of
 from treadle.server.auth import Access, need, store_of
 from treadle.store import Store
@@ -75,20 +75,32 @@ async def deploy_package(
     access: Access = Depends(need("editor")),
     current: bool = True,
     forced: Annotated[str | None, Query(min_length=1, max_length=500)] = None,
+    pipeline: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
 ) -> DeployedPackage:
     """Register a pipeline package (`treadle pipeline build` writes one) as a version of
     its pipeline and, unless `current=false`, make it the version submitted and scheduled
     runs execute. The package is checked whole first: a tampered or malformed one is
     refused and nothing is recorded. Runs of the version execute the package's code.
-    `forced` records, in the audit log, why a promotion check was skipped."""
+    `forced` records, in the audit log, why a promotion check was skipped; `pipeline`
+    refuses a package built for any other pipeline."""
     data = await request.body()
-    return await run_in_threadpool(_register, data, request, access, current, forced)
+    return await run_in_threadpool(_register, data, request, access, current, forced, pipeline)
 
 
 def _register(
-    data: bytes, request: Request, access: Access, current: bool, forced: str | None
+    data: bytes,
+    request: Request,
+    access: Access,
+    current: bool,
+    forced: str | None,
+    expected: str | None,
 ) -> DeployedPackage:
     package = read_package(data)
+    if expected is not None and package.manifest.name != expected:
+        raise InvalidInputError(
+            f"pipeline: the package was built for {package.manifest.name!r}, not {expected!r}",
+            "deploy the package of that pipeline",
+        )
     store = store_of(request)
     manifest = package.manifest
     known = {v.hash for v in _versions(store, access.project.id, manifest.name)}
