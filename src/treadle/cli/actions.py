@@ -12,7 +12,12 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from treadle.cli import common
-from treadle.store.records import AliasRecord, DeploymentRevisionRecord, ModelVersionRecord
+from treadle.store.records import (
+    AliasRecord,
+    DeploymentRecord,
+    DeploymentRevisionRecord,
+    ModelVersionRecord,
+)
 
 
 class Gate(Protocol):
@@ -32,6 +37,16 @@ class Actions(Protocol):
         self, model: str, source: str, target: str, require: Sequence[str]
     ) -> tuple[AliasRecord, Sequence[Gate]]: ...
     def trust(self, model: str, version: int, trusted: bool) -> ModelVersionRecord: ...
+    def deploy(
+        self,
+        ref: str,
+        name: str,
+        policy: str,
+        candidate: str | None,
+        canary: float,
+        port: int | None,
+    ) -> tuple[DeploymentRecord, DeploymentRevisionRecord]: ...
+    def sync(self, deployment: DeploymentRecord) -> DeploymentRevisionRecord: ...
     def rollback(self, deployment: str) -> DeploymentRevisionRecord: ...
     def follow(self, deployment: str) -> DeploymentRevisionRecord: ...
     def set_traffic(
@@ -70,6 +85,28 @@ class LocalActions:
         store = common.local_store()
         _, record = resolve(store, common.project_id(), f"{model}@{version}")
         return store.models.set_trusted(record.id, trusted)
+
+    def deploy(
+        self,
+        ref: str,
+        name: str,
+        policy: str,
+        candidate: str | None,
+        canary: float,
+        port: int | None,
+    ) -> tuple[DeploymentRecord, DeploymentRevisionRecord]:
+        from treadle.registry import parse_ref
+        from treadle.serving import deployments as ops
+
+        spec = ops.make_spec(
+            parse_ref(ref), policy=policy, candidate=candidate, canary_weight=canary, port=port
+        )
+        return ops.deploy(common.local_store(), common.project_id(), name, spec)
+
+    def sync(self, deployment: DeploymentRecord) -> DeploymentRevisionRecord:
+        from treadle.serving import deployments as ops
+
+        return ops.sync(common.local_store(), common.project_id(), deployment)
 
     def rollback(self, deployment: str) -> DeploymentRevisionRecord:
         from treadle.serving import deployments as ops
@@ -114,6 +151,23 @@ class RemoteActions:
 
     def trust(self, model: str, version: int, trusted: bool) -> ModelVersionRecord:
         return common.client().set_trusted(model, version, trusted)
+
+    def deploy(
+        self,
+        ref: str,
+        name: str,
+        policy: str,
+        candidate: str | None,
+        canary: float,
+        port: int | None,
+    ) -> tuple[DeploymentRecord, DeploymentRevisionRecord]:
+        done = common.client().deploy(
+            ref, name, policy=policy, candidate=candidate, canary=canary, port=port
+        )
+        return done.deployment, done.revision
+
+    def sync(self, deployment: DeploymentRecord) -> DeploymentRevisionRecord:
+        return common.client().sync_deployment(deployment.name)
 
     def rollback(self, deployment: str) -> DeploymentRevisionRecord:
         return common.client().rollback(deployment)

@@ -1,4 +1,9 @@
-"""`treadle serve` and `treadle deploy`: a registered model becomes a prediction service."""
+"""`treadle serve` and `treadle deploy`: a registered model becomes a prediction service.
+
+Against a server (TREADLE_URL), the model server still runs here: it reads the registry
+and the model's files through the server's API, writes its prediction log under the
+local home, and `deploy` goes through the server's route as the token's user.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from treadle.cli import common
+from treadle.cli.actions import actions
 from treadle.errors import InvalidInputError
 
 if TYPE_CHECKING:
@@ -80,8 +86,7 @@ def serve(
     from treadle.registry import parse_ref
     from treadle.serving.server import RefSource, run
 
-    common.require_local("serve")
-    store = common.local_store()
+    store = common.store()
     source = RefSource(store, common.project_id(), parse_ref(ref))
     source.poll()  # a missing model or version is an error now, not in the server log
     run(
@@ -129,22 +134,17 @@ def deploy(
     With --port, `treadle up` runs and supervises its server; otherwise start it with
     `treadle deployments serve NAME`.
     """
-    common.require_local("deploy")
-    from treadle.registry import parse_ref
-    from treadle.serving import deployments
-
     if canary and shadow:
         raise InvalidInputError("choose --canary or --shadow, not both")
     policy = "canary" if canary else "shadow" if shadow else "single"
-    spec = deployments.make_spec(
-        parse_ref(ref),
+    deployment, revision = actions().deploy(
+        ref,
+        name,
         policy=policy,
         candidate=candidate if policy != "single" else None,
-        canary_weight=parse_percent(canary) if canary else 0.1,
+        canary=parse_percent(canary) if canary else 0.1,
         port=port,
     )
-    store = common.local_store()
-    deployment, revision = deployments.deploy(store, common.project_id(), name, spec)
     common.console().print(
         f"deployment {deployment.name}: revision {revision.number} — {revision.reason}"
     )
@@ -170,9 +170,9 @@ def serve_deployment(
     """Run a deployment's model server until Ctrl-C, following its revisions."""
     from treadle.serving.server import DeploymentSource, run
 
-    common.require_local("deployments serve")
-    store = common.local_store()
-    source = DeploymentSource(store, common.project_id(), name)
+    store = common.store()
+    source = DeploymentSource(store, common.project_id(), name, sync=actions().sync)
+    source.poll()  # a revision that cannot be served is an error now, not in the server log
     run(
         store,
         source,

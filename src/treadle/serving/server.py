@@ -4,6 +4,10 @@ watcher that rolls new revisions in, and uvicorn around the ASGI app.
 The watcher polls the store. When the versions to serve change — an alias moved, a
 canary was set, a rollback happened — it loads and warms the new revision in a worker
 thread while the old one keeps answering, then swaps: no request is dropped.
+
+Serving only reads the registry, so the store may be the home's own or one read through
+a treadle server (`StoreView`); the one write, recording a deployment's new revision
+when its aliases move, is the `sync` a `DeploymentSource` is given.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from treadle.models.format import Manifest
 from treadle.registry.refs import ModelRef, parse_ref, resolve
@@ -26,6 +30,8 @@ from treadle.serving.metrics import ServerMetrics
 from treadle.serving.predlog import PredictionLog
 from treadle.serving.traffic import TargetSpec, load_router
 from treadle.store import Store
+from treadle.store.protocols import StoreView
+from treadle.store.records import DeploymentRecord, DeploymentRevisionRecord
 
 log = logging.getLogger("treadle.serving")
 
@@ -43,7 +49,7 @@ class Source(Protocol):
 class RefSource:
     """`treadle serve churn@champion`: one version, following the alias if it is one."""
 
-    def __init__(self, store: Store, project_id: str, ref: ModelRef | str) -> None:
+    def __init__(self, store: StoreView, project_id: str, ref: ModelRef | str) -> None:
         self.store, self.project_id = store, project_id
         self.ref = parse_ref(ref) if isinstance(ref, str) else ref
         self.name = self.ref.name
@@ -54,21 +60,38 @@ class RefSource:
         return version.id, None, [TargetSpec(version.id, version.version, "primary", 1.0)]
 
 
+Sync = Callable[[DeploymentRecord], DeploymentRevisionRecord]
+"""Records a new revision of a deployment if what its spec names has moved, and answers
+the revision to serve."""
+
+
 class DeploymentSource:
     """A managed deployment: its spec is synced (aliases followed, revisions recorded)
-    and its current revision served."""
+    and its current revision served.
 
-    def __init__(self, store: Store, project_id: str, deployment: str) -> None:
+    `sync` defaults to `deployments.sync` on `store`, which records revisions itself: the
+    home's own store. A store read through a server passes the server's sync instead,
+    whose route records the revision as its caller."""
+
+    def __init__(
+        self, store: StoreView, project_id: str, deployment: str, sync: Sync | None = None
+    ) -> None:
         self.store, self.project_id = store, project_id
         record = store.deployments.get_deployment(project_id, deployment)
         self.name = record.spec["model"]
         self.label = deployment
         self.deployment = deployment
+        self._sync = sync or self._sync_in_store
 
     def poll(self) -> tuple[Any, int | None, list[TargetSpec]]:
         record = self.store.deployments.get_deployment(self.project_id, self.deployment)
-        revision = deployments.sync(self.store, self.project_id, record)
+        revision = self._sync(record)
         return revision.number, revision.number, deployments.targets_of(revision)
+
+    def _sync_in_store(self, record: DeploymentRecord) -> DeploymentRevisionRecord:
+        # typed on the home's Store, but it reaches only what a StoreView has; a store
+        # read through a server refuses to record a revision, and says so
+        return deployments.sync(cast(Store, self.store), self.project_id, record)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,7 +109,7 @@ class Watcher:
 
     def __init__(
         self,
-        store: Store,
+        store: StoreView,
         source: Source,
         server: ModelServer,
         poll_seconds: float,
@@ -104,7 +127,9 @@ class Watcher:
         key, revision, specs = self.source.poll()
         if key == self.key:
             return False
-        router = load_router(self.store, self.source.name, revision, specs, self._models)
+        # typed on the home's Store; loading only reads versions, objects and settings
+        store = cast(Store, self.store)
+        router = load_router(store, self.source.name, revision, specs, self._models)
         live = {s.version_id for s in specs}
         self._models = {k: v for k, v in self._models.items() if k in live}
         self.server.swap(router)
@@ -156,7 +181,7 @@ def calm_garbage_collector() -> None:
 
 
 def build(
-    store: Store,
+    store: StoreView,
     source: Source,
     options: ServeOptions,
     announce: Callable[[str], None] = print,
@@ -177,13 +202,17 @@ def build(
     return server, watcher
 
 
-def prediction_folder(store: Store, label: str) -> Path:
+def prediction_folder(store: StoreView, label: str) -> Path:
+    """Under the home of whoever runs the server, whatever store it reads models from."""
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
     return store.settings.home / "predictions" / safe
 
 
 def run(
-    store: Store, source: Source, options: ServeOptions, announce: Callable[[str], None] = print
+    store: StoreView,
+    source: Source,
+    options: ServeOptions,
+    announce: Callable[[str], None] = print,
 ) -> None:
     """Serve until interrupted (Ctrl-C stops cleanly)."""
     import uvicorn

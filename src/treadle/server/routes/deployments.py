@@ -1,18 +1,67 @@
-"""Deployments: their specs, numbered revisions, traffic policy, rollback and follow."""
+"""Deployments: creating and changing them (`treadle deploy`), their numbered revisions
+(synced with the aliases they follow), traffic policy, rollback and follow."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, Field
 
+from treadle.errors import ConflictError
 from treadle.server.acting import acting_store
 from treadle.server.auth import Access, need, store_of
+from treadle.store import Store
 from treadle.store.records import DeploymentRecord, DeploymentRevisionRecord
 
 # treadle.serving.deployments reaches the registry and the model flavors: it loads in
 # the routes that change a deployment, so that the server starts without them.
 
 router = APIRouter(prefix="/projects/{project}", tags=["deployments"])
+
+# a new deployment's name becomes part of file names on the server (the controller's pid
+# file and log): the characters of a project name only
+NewName = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=200,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        description="The deployment's name: letters, digits, `.`, `_` and `-`.",
+    ),
+]
+
+
+class DeployIn(BaseModel):
+    ref: str = Field(
+        min_length=1,
+        max_length=300,
+        description="What the deployment follows: NAME@ALIAS, NAME@3 or NAME (the newest).",
+    )
+    policy: str = Field(default="single", pattern="^(single|canary|shadow)$")
+    candidate: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="Alias or version of the candidate (canary, shadow).",
+    )
+    canary_weight: float = Field(
+        default=0.1, gt=0, lt=1, description="The candidate's share of requests (canary)."
+    )
+    port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Where `treadle up` runs the deployment's model server (none: it does "
+        "not, and an existing deployment keeps its port).",
+    )
+
+
+class Deployed(BaseModel):
+    """The deployment as it is now, and the revision it serves."""
+
+    deployment: DeploymentRecord
+    revision: DeploymentRevisionRecord
 
 
 class TrafficIn(BaseModel):
@@ -115,3 +164,80 @@ def set_traffic(
         },
     )
     return revision
+
+
+@router.put("/deployments/{name}", response_model=Deployed)
+def deploy(
+    name: NewName, body: DeployIn, request: Request, access: Access = Depends(need("editor"))
+) -> Deployed:
+    """Create the deployment, or change what it follows, its policy or its port (what
+    `treadle deploy` does). With a port, `treadle up` runs and supervises its server."""
+    from treadle.registry import parse_ref
+    from treadle.serving import deployments as ops
+
+    store = store_of(request)
+    spec = ops.make_spec(
+        parse_ref(body.ref),
+        policy=body.policy,
+        candidate=body.candidate if body.policy != "single" else None,
+        canary_weight=body.canary_weight,
+        port=body.port,
+    )
+    if body.port is not None:
+        _check_port_free(store, access, name, body.port)
+    deployment, revision = ops.deploy(acting_store(store, access), access.project.id, name, spec)
+    store.audit.record(
+        access.project.id,
+        access.user,
+        "deploy",
+        "deployment",
+        name,
+        {
+            "ref": body.ref,
+            "policy": body.policy,
+            "candidate": spec["candidate"],
+            "canary_weight": spec["canary_weight"] if body.policy == "canary" else None,
+            "port": deployment.spec.get("port"),
+            "revision": revision.number,
+        },
+    )
+    return Deployed(deployment=deployment, revision=revision)
+
+
+@router.post("/deployments/{name}/sync", response_model=DeploymentRevisionRecord)
+def sync(
+    name: str, request: Request, access: Access = Depends(need("editor"))
+) -> DeploymentRevisionRecord:
+    """Record a new revision if what the deployment follows resolves to other versions
+    now (an alias moved); answers the revision to serve. A model server run away from
+    the control plane (`treadle deployments serve` against a server) calls it to follow
+    its aliases."""
+    from treadle.serving import deployments as ops
+
+    store = store_of(request)
+    deployment = store.deployments.get_deployment(access.project.id, name)
+    before = store.deployments.current_revision(deployment.id)
+    revision = ops.sync(acting_store(store, access), access.project.id, deployment)
+    if before is None or revision.number != before.number:
+        store.audit.record(
+            access.project.id,
+            access.user,
+            "sync",
+            "deployment",
+            name,
+            {"revision": revision.number},
+        )
+    return revision
+
+
+def _check_port_free(store: Store, access: Access, name: str, port: int) -> None:
+    """Two deployments on one port would leave the second server failing to start, over
+    and over; the other one may be in a project the caller cannot see, so it goes unnamed."""
+    for project in store.projects.list_projects():
+        for other in store.deployments.list_deployments(project.id):
+            mine = project.id == access.project.id and other.name == name
+            if not mine and other.spec.get("port") == port:
+                raise ConflictError(
+                    f"port {port} is taken by another deployment on this server",
+                    "choose another port",
+                )
