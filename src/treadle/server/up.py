@@ -8,11 +8,13 @@ that name a port running.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from treadle.config import Settings
 from treadle.errors import NotFoundError
@@ -105,6 +107,17 @@ def serve(
     controller = DeploymentController(store, announce)
 
     class _Server(uvicorn.Server):
+        caught: tuple[int, ...] = ()
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            # uvicorn raises the signal that stopped it again on the way out, which would
+            # end the process before the controller stops its model servers: hold it
+            with super().capture_signals():
+                yield
+                self.caught = tuple(self._captured_signals)
+                self._captured_signals.clear()
+
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets)
             announce(
@@ -113,9 +126,12 @@ def serve(
             )
 
     controller.start()
+    server = _Server(config)
     try:
-        _Server(config).run()
+        server.run()
     finally:
         stop.set()
         runs.shutdown()
         controller.stop()
+    for caught in reversed(server.caught):
+        signal.raise_signal(caught)
