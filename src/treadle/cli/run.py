@@ -41,7 +41,7 @@ def interrupted_notice(progress: Progress) -> Iterator[None]:
         raise typer.Exit(130) from None
 
 
-def summarize(run: Run, progress: Progress) -> None:
+def summarize(run: Run, progress: Progress, target: str | None = None) -> None:
     """The closing lines of a run (or a resume), and the exit code they imply."""
     console = common.console()
     record = run.refresh().record
@@ -63,9 +63,15 @@ def summarize(run: Run, progress: Progress) -> None:
         console.print("metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
     if record.state is RunState.FAILED:
         console.print(f"[red]{record.error}[/]")
+        if target is None:
+            after = f"`treadle runs resume {record.id[:8]}` re-runs only what did not finish"
+        else:  # the server resumes the code it was sent: a fix goes up as a new run
+            after = (
+                f"`treadle run {target}` again sends the fixed code (finished steps come "
+                f"from the cache); `treadle runs resume {record.id[:8]}` retries as it was"
+            )
         console.print(
-            f"see the logs with `treadle runs logs {record.id[:8]}`; after a fix, "
-            f"`treadle runs resume {record.id[:8]}` re-runs only what did not finish"
+            f"see the logs with `treadle runs logs {record.id[:8]}`; after a fix, {after}"
         )
         raise typer.Exit(1)
 
@@ -109,7 +115,9 @@ def run(
     raw = parse_assignments(param or [])
     params = pipeline.parse_params(raw)
     if common.remote():
-        run_on_server(pipeline, source, raw, experiment, name, executor, workers, not no_cache)
+        run_on_server(
+            target, pipeline, source, raw, experiment, name, executor, workers, not no_cache
+        )
         return
     store = common.local_store()
     with Progress(common.console()) as progress, interrupted_notice(progress):
@@ -131,6 +139,7 @@ def run(
 
 
 def run_on_server(
+    target: str,
     pipeline: Pipeline[Any, Any],
     source: str | None,
     params: dict[str, str],
@@ -157,7 +166,11 @@ def run_on_server(
         workers=workers,
         use_cache=use_cache,
     )
-    version = common.client().get_pipeline_version(record.pipeline_version_id or "")
     with Progress(common.console()) as progress, interrupted_notice(progress):
+        try:
+            version = common.client().get_pipeline_version(record.pipeline_version_id or "")
+        except KeyboardInterrupt:
+            common.client().cancel_run(record.id)
+            raise
         result = remote_run.follow(record, progress, version.spec)
-    summarize(result, progress)
+    summarize(result, progress, target)

@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 import zipfile
+import zlib
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -156,9 +157,10 @@ def locked_requirements(files: Mapping[str, bytes]) -> list[str]:
             except importlib.metadata.PackageNotFoundError:
                 continue
     declared = files.get("requirements.txt", b"").decode(errors="replace").splitlines()
-    pins.update(
-        line.strip() for line in declared if line.strip() and not line.lstrip().startswith("#")
-    )
+    for line in declared:
+        requirement = line.partition(" #")[0].partition("\t#")[0].strip()
+        if requirement and not requirement.startswith("#"):
+            pins.add(requirement)
     return sorted(pins)
 
 
@@ -313,7 +315,7 @@ def read_package(data: bytes) -> Package:
             )
         try:
             raw = json.loads(archive.read(members.pop(MANIFEST)))
-        except ValueError:
+        except (ValueError, zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError):
             raise InvalidInputError(f"the package's {MANIFEST} is not JSON") from None
         if not isinstance(raw, dict) or raw.get("format") != FORMAT:
             raise InvalidInputError(f"the package's format is not {FORMAT}")
@@ -329,7 +331,14 @@ def read_package(data: bytes) -> Package:
         for name, info in members.items():
             if not name.startswith("src/"):
                 raise InvalidInputError(f"package member {name!r} is outside src/")
-            stored[name.removeprefix("src/")] = hashlib.sha256(archive.read(info)).hexdigest()
+            try:
+                content = archive.read(info)
+            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+                raise InvalidInputError(
+                    f"package member {name!r} cannot be read: {exc}",
+                    "the file is damaged: build it again",
+                ) from None
+            stored[name.removeprefix("src/")] = hashlib.sha256(content).hexdigest()
     if stored != files:
         changed = sorted(set(stored.items()) ^ set(files.items()))
         raise InvalidInputError(
