@@ -16,7 +16,17 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from treadle import Metrics, Model, log_metric, log_param, pipeline, register_model, step
+from treadle import (
+    Metrics,
+    Model,
+    log_metric,
+    log_param,
+    pipeline,
+    register_model,
+    set_alias,
+    step,
+)
+from treadle.registry import GateFailedError
 
 TARGET = "target"
 
@@ -57,8 +67,10 @@ def evaluate(model: Model, data: pd.DataFrame) -> Metrics:
 
 
 @step
-def register(model: Model, data: pd.DataFrame, metrics: Metrics) -> int:
-    """Register the model with its signature, training-data profile and test metrics."""
+def register(model: Model, data: pd.DataFrame, metrics: Metrics, gate: str) -> int:
+    """Register the model with its signature, training-data profile and test metrics,
+    and make it the `challenger` if it passes the gate. A model that fails the gate is
+    still registered; the run succeeds and its `promotion` param says why it stayed."""
     features = data.drop(columns=TARGET)
     version = register_model(
         model,
@@ -67,16 +79,21 @@ def register(model: Model, data: pd.DataFrame, metrics: Metrics) -> int:
         training_data=features,
         metrics=metrics,
     )
+    try:
+        set_alias(f"breast-cancer@{version.version}", "challenger", require_conditions=[gate])
+        log_param("promotion", f"version {version.version} is the challenger ({gate})")
+    except GateFailedError as refused:
+        log_param("promotion", f"not promoted: {refused.message}")
     return version.version
 
 
 @pipeline(smoke={"rows": 120})
-def training(rows: int = 500, c: float = 1.0) -> None:
+def training(rows: int = 500, c: float = 1.0, gate: str = "accuracy >= 0.9") -> None:
     data = load(rows)
     train_set, test_set = split(data)
     model = train(train_set, c)
     metrics = evaluate(model, test_set)
-    register(model, train_set, metrics)
+    register(model, train_set, metrics, gate)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,9 @@ ROOT = {
     "tokens": "API tokens",
     "pipeline": "Pipeline CI and CD",
     "init": "Write a CI workflow",
+    "schedules": "Cron schedules that run a pipeline",
+    "triggers": "Triggers that turn events",
+    "events": "Events that triggers act on",
 }
 GROUPS = {
     "pipeline": {
@@ -51,7 +54,26 @@ GROUPS = {
         "metrics": "Print metric histories",
         "compare": "Compare runs",
         "resume": "Re-run only the steps of a run that did not finish",
+        "why": "Say why a run happened",
     },
+    "schedules": {
+        "create": "Create a cron schedule",
+        "list": "List the project's schedules",
+        "fires": "What each due time did",
+        "pause": "Stop firing a schedule",
+        "resume": "Fire a paused schedule again",
+        "delete": "Delete a schedule",
+    },
+    "triggers": {
+        "create": "Create a trigger",
+        "list": "List the project's triggers",
+        "fire": "Fire a trigger by hand",
+        "fires": "What each event did",
+        "enable": "Act on events again",
+        "disable": "Stop acting on events",
+        "delete": "Delete a trigger",
+    },
+    "events": {"list": "List recent events"},
     "experiments": {"list": "List the project's experiments"},
     "artifacts": {"list": "List the artifacts a run's steps produced"},
     "db": {"upgrade": "Apply pending migrations", "current": "Print the schema revision"},

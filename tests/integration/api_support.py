@@ -386,6 +386,26 @@ def _collect_values(p: Platform) -> None:
         key="loss",
         user=VIEWER,
     )
+    # a schedule (never due in the walk), a trigger and an event it acted on
+    p.ok(
+        ADMIN,
+        "POST",
+        f"{API}/projects/alpha/schedules",
+        json={"name": "seed-schedule", "pipeline": PIPELINE, "cron": "0 3 1 1 *"},
+    )
+    trigger = p.ok(
+        ADMIN,
+        "POST",
+        f"{API}/projects/alpha/triggers",
+        json={"name": "seed-trigger", "kind": "manual", "pipeline": PIPELINE},
+    )["trigger"]
+    fired = p.ok(ADMIN, "POST", f"{API}/projects/alpha/triggers/seed-trigger/fire", json={})
+    p.values.update(
+        schedule="seed-schedule",
+        trigger="seed-trigger",
+        trigger_id=trigger["id"],
+        event=fired["event"]["id"],
+    )
     p.seeded["alpha"]["artifacts"] = [a["id"] for a in artifacts]
     p.seeded["alpha"]["steps"] = [s["id"] for s in steps]
     for cached_run in alpha["runs"][1:]:
@@ -520,6 +540,7 @@ def sample_string(schema: Mapping[str, Any], name: str, fresh: str) -> str:
         "primary": "champion",
         "pipeline": PIPELINE,
         "ref": f"{MODEL}@champion",
+        "cron": "0 3 1 1 *",
     }
     candidates = [by_name.get(name, fresh), fresh, VIEWER, "x", "a1", "1", MODEL]
     pattern = schema.get("pattern")
@@ -602,6 +623,10 @@ _BY_SEGMENT = {
     "users": "user",
     "members": "user",
     "tokens": "token",
+    "schedules": "schedule",
+    "triggers": "trigger",
+    "events": "event",
+    "hooks": "trigger_id",
 }
 _BY_NAME = {
     "project": "project",

@@ -45,6 +45,8 @@ pytestmark = pytest.mark.slow
 # only a server admin may manage users or read the server-wide audit log
 ADMIN_ONLY_PREFIXES = (f"{API}/users", f"{API}/audit")
 ADMIN_ONLY = {("POST", f"{API}/projects")}
+# routes a signature lets in instead of a token (test_webhooks.py signs them)
+SIGNED = frozenset({f"{API}/hooks/{{trigger_id}}"})
 # what the routes known today need; a route missing from the spec is not asserted here
 KNOWN_REQUIRED = {
     ("GET", f"{API}/projects/{{project}}"): VIEWER,
@@ -80,6 +82,10 @@ ALPHA_DATA = frozenset(
         "deployment_id",
         "revision",
         "pipeline",
+        "schedule",
+        "trigger",
+        "trigger_id",
+        "event",
     }
 )
 
@@ -190,6 +196,13 @@ def judge(matrix: Matrix, alpha_ids: set[str]) -> tuple[list[str], dict[str, str
                 if answers[role].status != 200:
                     flag(op, role, "a public route must answer anyone")
             needs[op.label] = "public"
+            continue
+        if op.path in SIGNED:
+            # a signature, not a token, lets a webhook in: without one everyone gets 401
+            for role in ROLES:
+                if answers[role].status != 401:
+                    flag(op, role, "an unsigned delivery must be 401, token or not")
+            needs[op.label] = "signed"
             continue
         if answers[ANONYMOUS].status != 401:
             flag(op, ANONYMOUS, "no token must be 401")

@@ -6,10 +6,12 @@ import sys
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from treadle.cli import (
     access,
     artifacts,
+    automation,
     common,
     db,
     deployments,
@@ -59,6 +61,9 @@ def _root(
 
 app.command()(run)
 app.add_typer(pipeline.app, name="pipeline")
+app.add_typer(automation.schedules, name="schedules")
+app.add_typer(automation.triggers, name="triggers")
+app.add_typer(automation.events, name="events")
 app.command()(init)
 app.command()(lineage)
 app.add_typer(runs.app, name="runs")
@@ -131,9 +136,9 @@ def main(argv: list[str] | None = None) -> None:
     except TreadleError as exc:
         if debug:
             raise
-        err_console().print(f"[red]error:[/] {exc.message}", soft_wrap=True)
+        err_console().print(f"[red]error:[/] {escape(exc.message)}", soft_wrap=True)
         if exc.hint:
-            err_console().print(f"  {exc.hint}", soft_wrap=True)
+            err_console().print(f"  {escape(exc.hint)}", soft_wrap=True)
         sys.exit(1)
     # without standalone mode, click hands back the code of a `typer.Exit` it caught
     if isinstance(code, int) and code != 0:

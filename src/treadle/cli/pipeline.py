@@ -155,8 +155,8 @@ def test(
     The step tests are what pytest finds in test_*.py, *_test.py and tests/ next to the
     pipeline. Exits 1, after a report, if anything fails.
 
-    Steps are plain functions too: a test calls `my_step.fn(...)` (or the step itself
-    outside a pipeline) and asserts on what it returns.
+    Steps are plain functions too: a test calls `my_step.fn(...)` and asserts on what it
+    returns; a step that logs params or metrics runs inside `with treadle.start_run():`.
     """
     from rich.table import Table
 
@@ -355,7 +355,8 @@ def rollback(
         at = ids.index(current.id)
         if at == 0:
             raise ConflictError(
-                f"{name} {current.hash[:12]} is its first version; there is nothing before it"
+                f"{name} {current.hash[:12]} is its first version; there is nothing before it",
+                f"see its versions with `treadle pipeline versions {name}`",
             )
         target = found[at - 1]
     else:

@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from treadle.cli import common
 from treadle.cli.progress import Progress
@@ -61,6 +62,9 @@ def summarize(run: Run, progress: Progress, target: str | None = None) -> None:
     metrics = run.metrics
     if metrics:
         console.print("metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
+    promotion = run.params.get("promotion")
+    if promotion:  # what a registering step says became of its model
+        console.print(f"promotion: {escape(promotion)}")
     if record.state is RunState.FAILED:
         console.print(f"[red]{record.error}[/]")
         if target is None:

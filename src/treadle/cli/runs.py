@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from treadle.cli import common
 from treadle.cli.progress import Progress
 from treadle.cli.run import interrupted_notice, summarize
 from treadle.engine import RunOptions, resume_run
 from treadle.errors import InvalidInputError, NotFoundError
+from treadle.store.records import RunRecord
 from treadle.tracking.run import latest_attempts
 from treadle.types import RunState
 
@@ -78,6 +80,7 @@ def show(run_id: Annotated[str, typer.Argument(help="Run id or a unique prefix."
         f"started    {common.when(run.started_at)}   "
         f"duration {common.seconds(run.duration)}   by {run.created_by}"
     )
+    console.print(f"why        {escape(_why(run))}")
     params = store.tracking.get_params(run.id)
     if params:
         console.print("params     " + ", ".join(f"{k}={v}" for k, v in params.items()))
@@ -239,3 +242,23 @@ def resume(
             RunOptions(executor=executor, max_workers=workers, on_event=progress),
         )
     summarize(result, progress)
+
+
+def _why(run: RunRecord) -> str:
+    from treadle.automation.why import explain
+
+    if common.remote() and (run.cause or {}).get("event_id"):
+        return common.client().why(run.id).summary  # with the event as the server has it
+    return explain(run.cause, None)
+
+
+@app.command()
+def why(run_id: Annotated[str, typer.Argument(help="Run id or a unique prefix.")]) -> None:
+    """Say why a run happened: who, which schedule, or which trigger and event."""
+    store = common.store()
+    run = store.runs.get_run(run_id, common.project_id())
+    console = common.console()
+    console.print(f"run {run.id} ({run.name}): {escape(_why(run))}")
+    for key, value in sorted((run.cause or {}).items()):
+        shown = common.when(value) if key == "due_at" else value
+        console.print(f"  {key:<12} {escape(str(shown))}")

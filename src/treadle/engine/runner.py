@@ -61,6 +61,8 @@ class RunOptions:
     on_event: EventSink = ignore
     cancel: threading.Event | None = None
     """Set it to stop the run: running steps are abandoned and the run is CANCELLED."""
+    cause: dict[str, Any] | None = None
+    """Why the run happens (recorded on it); by default a manual run by the user."""
 
 
 class _Cancelled(Exception):
@@ -594,6 +596,7 @@ def plan_run(
         created_at=now,
         started_at=now,
         heartbeat_at=now,
+        cause=options.cause or {"kind": "manual", "by": settings.user},
     )
     # an unknown executor is refused before anything is recorded
     executor = make_executor(run.executor, store, traced.steps)

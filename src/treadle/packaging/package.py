@@ -84,9 +84,23 @@ class Package:
         return hashlib.sha256(self.data).hexdigest()
 
 
-def content_hash(name: str, entry: str, files: Mapping[str, str], requirements: list[str]) -> str:
+def content_hash(
+    name: str,
+    entry: str,
+    files: Mapping[str, str],
+    requirements: list[str],
+    smoke: Mapping[str, str],
+) -> str:
+    """What the version is: not when or where it was built, nor the spec (whose step
+    references name the folder it was traced in)."""
     return canonical_hash(
-        {"name": name, "entry": entry, "files": dict(files), "requirements": requirements}
+        {
+            "name": name,
+            "entry": entry,
+            "files": dict(files),
+            "requirements": requirements,
+            "smoke": dict(smoke),
+        }
     )
 
 
@@ -223,7 +237,7 @@ def build_package(
         spec = {}  # parameters without defaults: the graph is known once they are given
     manifest = Manifest(
         name=pipeline.name,
-        hash=content_hash(pipeline.name, entry, shas, requirements),
+        hash=content_hash(pipeline.name, entry, shas, requirements, smoke_params),
         entry=entry,
         files=shas,
         requirements=requirements,
@@ -352,7 +366,8 @@ def read_package(data: bytes) -> Package:
     entry_file, _, attr = entry.rpartition(":")
     if entry_file not in files or not attr:
         raise InvalidInputError(f"the package's entry {entry!r} names no file in it")
-    expected = content_hash(name, entry, files, requirements)
+    smoke = {str(k): str(v) for k, v in _mapping(raw, "smoke").items()}
+    expected = content_hash(name, entry, files, requirements, smoke)
     if raw.get("hash") != expected:
         raise InvalidInputError(
             "the package's hash does not match its content",
@@ -366,7 +381,7 @@ def read_package(data: bytes) -> Package:
         requirements=list(requirements),
         spec=_mapping(raw, "spec"),
         parameters=_mapping(raw, "parameters"),
-        smoke={str(k): str(v) for k, v in _mapping(raw, "smoke").items()},
+        smoke=smoke,
         build=_mapping(raw, "build"),
     )
     return Package(manifest, data)

@@ -17,10 +17,12 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from treadle.automation.triggers import Dispatcher
 from treadle.errors import TreadleError
 from treadle.server.routes import (
     artifacts,
     audit,
+    automation,
     deployments,
     health,
     models,
@@ -172,8 +174,11 @@ def _version() -> str:
         return "0"
 
 
-def create_app(store: Store, run_pool: RunPool | None = None) -> FastAPI:
-    """The API over `store`; with `run_pool`, it also executes submitted runs."""
+def create_app(
+    store: Store, run_pool: RunPool | None = None, dispatcher: Dispatcher | None = None
+) -> FastAPI:
+    """The API over `store`; with `run_pool`, it also executes submitted runs, and with
+    `dispatcher`, webhooks and manual fires start runs at once."""
     app = FastAPI(
         title="treadle",
         version=_version(),
@@ -185,11 +190,23 @@ def create_app(store: Store, run_pool: RunPool | None = None) -> FastAPI:
     )
     app.state.store = store
     app.state.runs = run_pool
+    app.state.dispatcher = dispatcher
     app.add_exception_handler(TreadleError, _error)
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.include_router(health.router)
-    for module in (projects, runs, steps, pipelines, artifacts, models, deployments, audit):
+    for module in (
+        projects,
+        runs,
+        steps,
+        pipelines,
+        artifacts,
+        models,
+        deployments,
+        audit,
+        automation,
+    ):
         app.include_router(module.router, prefix=API)
+    app.include_router(automation.hooks, prefix=API)
     app.add_middleware(Guard)
     return app

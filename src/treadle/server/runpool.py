@@ -64,6 +64,25 @@ class RunPool:
         self._pool.submit(self._execute, store, planned, options)
         return planned.run
 
+    def launch(
+        self,
+        store: Store,
+        project_id: str,
+        pipeline: str,
+        params: dict[str, str],
+        cause: dict[str, Any],
+        user: str,
+    ) -> RunRecord:
+        """Start a run of `pipeline`'s current version for a schedule or a trigger, as
+        the user who made it, recording why it ran."""
+        projects = {p.id: p for p in store.projects.list_projects()}
+        if project_id not in projects:
+            raise NotFoundError(f"no project with id {project_id!r}")
+        acting = dataclasses.replace(
+            store, settings=store.settings.replace(project=projects[project_id].name, user=user)
+        )
+        return self.submit(acting, pipeline, params, RunOptions(cause=cause))
+
     def _execute(self, store: Store, planned: Any, options: RunOptions) -> None:
         try:
             execute_planned(store, planned, options)

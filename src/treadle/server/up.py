@@ -15,13 +15,17 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
+from treadle.automation.scheduler import Scheduler
+from treadle.automation.triggers import Dispatcher
 from treadle.config import Settings
 from treadle.errors import NotFoundError
 from treadle.server.auth import issue_token
 from treadle.server.controller import DeploymentController
 from treadle.server.runpool import RunPool
 from treadle.store import Store, open_store
+from treadle.store.records import RunRecord
 from treadle.tracking.heartbeat import STALE_SECONDS
 
 ADMIN = "admin"
@@ -82,7 +86,18 @@ def serve(
     store = open_store(settings)
     secret = bootstrap(store)
     runs = RunPool()
-    app = create_app(store, runs)
+
+    def launch(
+        project_id: str, pipeline: str, params: dict[str, str], cause: dict[str, Any], user: str
+    ) -> RunRecord:
+        return runs.launch(store, project_id, pipeline, params, cause, user)
+
+    def cancel(run_id: str) -> bool:
+        return runs.cancel(store.runs.get_run(run_id))
+
+    scheduler = Scheduler(store, launch, cancel, announce=announce)
+    dispatcher = Dispatcher(store, launch, announce=announce)
+    app = create_app(store, runs, dispatcher)
     if secret is not None:
         announce("created the admin user; its token (shown this once, keep it):")
         announce(f"    {secret}")
@@ -126,6 +141,8 @@ def serve(
             )
 
     controller.start()
+    for name, loop in (("scheduler", scheduler.run_forever), ("triggers", dispatcher.run_forever)):
+        threading.Thread(target=loop, args=(stop,), daemon=True, name=f"treadle-{name}").start()
     server = _Server(config)
     try:
         server.run()

@@ -25,6 +25,7 @@ from treadle.store.protocols import (
 )
 from treadle.store.sql.artifacts import SqlArtifactCatalog
 from treadle.store.sql.auth import SqlAuditStore, SqlAuthStore
+from treadle.store.sql.automation import SqlAutomationStore
 from treadle.store.sql.deployments import SqlDeploymentStore
 from treadle.store.sql.pipelines import SqlPipelineStore
 from treadle.store.sql.projects import SqlProjectStore
@@ -49,6 +50,7 @@ class Store:
     deployments: DeploymentStore
     auth: SqlAuthStore
     audit: SqlAuditStore
+    automation: SqlAutomationStore
 
     def close(self) -> None:
         self.db.close()
@@ -72,6 +74,7 @@ def open_store(settings: Settings, *, migrate: bool = True) -> Store:
         deployments=SqlDeploymentStore(db),
         auth=SqlAuthStore(db),
         audit=SqlAuditStore(db),
+        automation=SqlAutomationStore(db),
     )
 
 

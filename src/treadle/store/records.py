@@ -88,6 +88,10 @@ class RunRecord:
     error: str | None = None
     heartbeat_at: float | None = None
     """Last sign of life from whoever executes the run (every few seconds while RUNNING)."""
+    cause: dict[str, Any] | None = None
+    """Why the run happened: `kind` (manual, schedule, webhook, run.finished,
+    model.registered, artifact.created, monitor.alert) and what that kind tells: who,
+    which schedule and due time, which trigger and event."""
 
     @property
     def duration(self) -> float | None:
@@ -305,3 +309,108 @@ class AuditRecord:
     target_id: str
     detail: dict[str, Any]
     at: float
+
+
+# -- automation ----------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ScheduleRecord:
+    """A cron schedule that runs a pipeline's current version."""
+
+    id: str
+    project_id: str
+    name: str
+    pipeline: str
+    cron: str
+    timezone: str
+    params: dict[str, str]
+    catchup: str
+    """What to do with due times missed (the platform was down, the clock jumped):
+    `skip` them, run `once` for the newest, or run `all` of them (up to max_catchup)."""
+    max_catchup: int
+    concurrency: str
+    """When a run of this schedule is still going: `allow` another, `forbid` it (the
+    fire is recorded as skipped), or `replace` it (cancel the old one)."""
+    paused: bool
+    handled_until: float
+    """Due times up to here have been fired or let go."""
+    created_by: str
+    created_at: float
+
+
+@dataclasses.dataclass(frozen=True)
+class ScheduleFireRecord:
+    id: str
+    schedule_id: str
+    due_at: float
+    fired_at: float
+    run_id: str | None
+    outcome: str
+
+
+@dataclasses.dataclass(frozen=True)
+class TriggerRecord:
+    """Turns events of one kind into runs of a pipeline's current version."""
+
+    id: str
+    project_id: str
+    name: str
+    kind: str
+    pipeline: str
+    params: dict[str, str]
+    """Parameter values; `$event.a.b` takes field a.b of the event's payload."""
+    filter: dict[str, str]
+    """Payload fields (dotted paths) an event must have these values at."""
+    enabled: bool
+    created_by: str
+    created_at: float
+    has_secret: bool = False
+    """Webhook triggers check an HMAC-SHA256 signature made with a secret shown once."""
+
+
+@dataclasses.dataclass(frozen=True)
+class EventRecord:
+    id: str
+    project_id: str
+    kind: str
+    key: str
+    payload: dict[str, Any]
+    created_at: float
+
+
+@dataclasses.dataclass(frozen=True)
+class TriggerFireRecord:
+    id: str
+    trigger_id: str
+    event_id: str
+    fired_at: float
+    run_id: str | None
+    outcome: str
+
+
+@dataclasses.dataclass(frozen=True)
+class CreatedTrigger:
+    trigger: TriggerRecord
+    secret: str | None
+    """A webhook trigger's signing secret: shown this once."""
+    hook: str | None
+    """Where a webhook trigger takes deliveries."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Fire:
+    trigger: str
+    event: EventRecord
+    run_id: str | None
+    outcome: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Why:
+    run: RunRecord
+    cause: dict[str, Any]
+    """Why the run happened (the run's `cause`)."""
+    event: EventRecord | None
+    """The event a trigger acted on, when one did."""
+    summary: str

@@ -54,6 +54,7 @@ STEP_FIELDS = tuple(StepRunRecord.__dataclass_fields__)
 def run_from_row(row: Row) -> RunRecord:
     values: dict[str, Any] = {f: row[f] for f in RUN_FIELDS}
     values["state"] = RunState(values["state"])
+    values["cause"] = json.loads(values["cause"]) if values["cause"] else None
     return RunRecord(**values)
 
 

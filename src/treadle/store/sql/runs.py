@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -29,13 +30,14 @@ class SqlRunStore:
     def create_run(self, run: RunRecord) -> None:
         values = {f: getattr(run, f) for f in RUN_FIELDS}
         values["state"] = run.state.value
+        values["cause"] = json.dumps(run.cause, sort_keys=True) if run.cause else None
         with self._db.write() as conn:
             conn.execute(
                 "INSERT INTO runs (id, project_id, experiment_id, pipeline_version_id, name, "
                 "state, created_by, executor, attempt, created_at, started_at, ended_at, error, "
-                "heartbeat_at) VALUES (:id, :project_id, :experiment_id, :pipeline_version_id, "
-                ":name, :state, :created_by, :executor, :attempt, :created_at, :started_at, "
-                ":ended_at, :error, :heartbeat_at)",
+                "heartbeat_at, cause) VALUES (:id, :project_id, :experiment_id, "
+                ":pipeline_version_id, :name, :state, :created_by, :executor, :attempt, "
+                ":created_at, :started_at, :ended_at, :error, :heartbeat_at, :cause)",
                 values,
             )
 

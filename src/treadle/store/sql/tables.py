@@ -82,9 +82,13 @@ runs = sa.Table(
     sa.Column("ended_at", TIME, nullable=True),
     sa.Column("error", sa.Text, nullable=True),
     sa.Column("heartbeat_at", TIME, nullable=True),
+    # why the run happened: {"kind": "manual" | "schedule" | "webhook" | ..., ...}
+    sa.Column("cause", sa.Text, nullable=True),
     # newest first is a backward walk of this index, ties broken by id, with no sort
     sa.Index(None, "project_id", "created_at", "id"),
     sa.Index(None, "experiment_id"),
+    # the trigger dispatcher asks for runs that ended since its last look
+    sa.Index(None, "ended_at"),
 )
 
 step_runs = sa.Table(
@@ -124,6 +128,7 @@ artifacts = sa.Table(
     sa.Column("created_at", TIME, nullable=False),
     sa.Index(None, "sha256"),
     sa.Index(None, "run_id"),
+    sa.Index(None, "project_id", "created_at"),
 )
 
 lineage = sa.Table(
@@ -312,4 +317,84 @@ audit_events = sa.Table(
     sa.Column("detail", sa.Text, nullable=False),
     sa.Column("created_at", TIME, nullable=False),
     sa.Index(None, "project_id", "created_at"),
+)
+
+# -- automation: schedules, triggers and the events they act on ------------------------
+
+schedules = sa.Table(
+    "schedules",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("project_id", ID, sa.ForeignKey("projects.id"), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("pipeline", sa.String(200), nullable=False),
+    sa.Column("cron", sa.String(200), nullable=False),
+    sa.Column("timezone", sa.String(64), nullable=False),
+    sa.Column("params", sa.Text, nullable=False),
+    sa.Column("catchup", sa.String(16), nullable=False),
+    sa.Column("max_catchup", sa.Integer, nullable=False),
+    sa.Column("concurrency", sa.String(16), nullable=False),
+    sa.Column("paused", sa.Boolean, nullable=False),
+    # due times up to here have been handled (fired or let go by the catch-up policy)
+    sa.Column("handled_until", TIME, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("created_at", TIME, nullable=False),
+    sa.UniqueConstraint("project_id", "name"),
+)
+
+# one row per (schedule, due time), whoever fires it: the claim two schedulers race for
+schedule_fires = sa.Table(
+    "schedule_fires",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("schedule_id", ID, sa.ForeignKey("schedules.id"), nullable=False),
+    sa.Column("due_at", TIME, nullable=False),
+    sa.Column("fired_at", TIME, nullable=False),
+    sa.Column("run_id", ID, nullable=True),
+    sa.Column("outcome", sa.Text, nullable=False),
+    sa.UniqueConstraint("schedule_id", "due_at"),
+)
+
+triggers = sa.Table(
+    "triggers",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("project_id", ID, sa.ForeignKey("projects.id"), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("pipeline", sa.String(200), nullable=False),
+    sa.Column("params", sa.Text, nullable=False),
+    sa.Column("filter", sa.Text, nullable=False),
+    sa.Column("secret", sa.String(200), nullable=True),
+    sa.Column("enabled", sa.Boolean, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("created_at", TIME, nullable=False),
+    sa.UniqueConstraint("project_id", "name"),
+)
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("project_id", ID, sa.ForeignKey("projects.id"), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    # what makes the event itself unique (a run id, a delivery id), so that two
+    # observers of the same change record it once
+    sa.Column("key", sa.String(200), nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("created_at", TIME, nullable=False),
+    sa.UniqueConstraint("project_id", "kind", "key"),
+    sa.Index(None, "project_id", "kind", "created_at"),
+)
+
+trigger_fires = sa.Table(
+    "trigger_fires",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("trigger_id", ID, sa.ForeignKey("triggers.id"), nullable=False),
+    sa.Column("event_id", ID, sa.ForeignKey("events.id"), nullable=False),
+    sa.Column("fired_at", TIME, nullable=False),
+    sa.Column("run_id", ID, nullable=True),
+    sa.Column("outcome", sa.Text, nullable=False),
+    sa.UniqueConstraint("trigger_id", "event_id"),
 )

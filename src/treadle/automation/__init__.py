@@ -1,0 +1,1 @@
+"""Automated runs: cron schedules, and triggers that turn events into runs."""
