@@ -172,8 +172,9 @@ class Scheduler:
             cause["replaced"] = running
         try:
             run = self.launch(s.project_id, s.pipeline, dict(s.params), cause, s.created_by)
-        except TreadleError as exc:
-            outcome = f"failed to start: {exc.message}"
+        except Exception as exc:  # the pipeline's code may raise anything on import
+            said = exc.message if isinstance(exc, TreadleError) else f"{type(exc).__name__}: {exc}"
+            outcome = f"failed to start: {said}"
             automation.finish_fire(fire_id, None, outcome)
             self.announce(f"schedule {s.name}: {outcome}")
             return Fired(s.name, due, None, outcome)

@@ -219,8 +219,9 @@ class Dispatcher:
             run: RunRecord = self.launch(
                 trigger.project_id, trigger.pipeline, params, cause, trigger.created_by
             )
-        except TreadleError as exc:
-            outcome = f"failed to start: {exc.message}"
+        except Exception as exc:  # the pipeline's code may raise anything on import
+            said = exc.message if isinstance(exc, TreadleError) else f"{type(exc).__name__}: {exc}"
+            outcome = f"failed to start: {said}"
             automation.finish_trigger_fire(fire_id, None, outcome)
             self.announce(f"trigger {trigger.name}: {outcome}")
             return trigger.name, None, outcome
