@@ -41,6 +41,7 @@ def check(expression: str, timezone: str = "UTC") -> None:
             "five fields: minute hour day-of-month month day-of-week, e.g. '*/15 * * * *' "
             "(a sixth gives seconds: '* * * * * */10' is every 10 s)",
         )
+    next_due(expression, timezone, dt.datetime.now(dt.UTC).timestamp())  # never due?
 
 
 def _by_wall_clock(expression: str) -> bool:
@@ -51,30 +52,52 @@ def _by_wall_clock(expression: str) -> bool:
 
 def due_times(expression: str, timezone: str, after: float, until: float) -> Iterator[float]:
     """Due times t with after < t <= until, oldest first (at most MAX_SCAN of them)."""
-    from croniter import croniter
-
     tz = zone(timezone)
-    start = dt.datetime.fromtimestamp(after, tz)
-    walk = croniter(expression, start)
     wall_clock = _by_wall_clock(expression)
-    # `after` is usually the last due time handled: its wall-clock time counts as seen
-    seen_wall: dt.datetime | None = start.replace(tzinfo=None)
+    # wall-clock times already due before `after` (usually handled) count as seen, so the
+    # second 02:30 of the night the clocks go back does not run again in a later call
+    seen: set[dt.datetime] = set()
+    if wall_clock:
+        seen = {_local(at, tz) for at in _walk(expression, tz, after - REPEAT_WINDOW, after)}
+        seen.add(_local(after, tz))
+    for at in _walk(expression, tz, after, until):
+        local = _local(at, tz)
+        if wall_clock:
+            if local in seen:
+                continue  # a wall-clock time the night the clocks went back repeats
+            seen.add(local)
+        yield at
+
+
+REPEAT_WINDOW = 3 * 3600.0
+"""How far back a repeated wall-clock time can be: clocks go back an hour at most."""
+
+
+def _local(at: float, tz: ZoneInfo) -> dt.datetime:
+    return dt.datetime.fromtimestamp(at, tz).replace(tzinfo=None)
+
+
+def _walk(expression: str, tz: ZoneInfo, after: float, until: float) -> Iterator[float]:
+    from croniter import CroniterError, croniter
+
+    walk = croniter(expression, dt.datetime.fromtimestamp(after, tz))
     for _ in range(MAX_SCAN):
-        moment: dt.datetime = walk.get_next(dt.datetime)
+        try:
+            moment: dt.datetime = walk.get_next(dt.datetime)
+        except CroniterError:
+            raise InvalidInputError(f"cron: {expression!r} is never due") from None
         at = moment.timestamp()
         if at > until:
             return
-        if at <= after:
-            continue
-        local = moment.replace(tzinfo=None)
-        if wall_clock and local == seen_wall:
-            continue  # the second 02:30 of the night the clocks go back
-        seen_wall = local
-        yield at
+        if at > after:
+            yield at
 
 
 def next_due(expression: str, timezone: str, after: float) -> float:
     """The first due time after `after`."""
-    for at in due_times(expression, timezone, after, after + 400 * 86400):
+    for at in due_times(expression, timezone, after, after + HORIZON):
         return at
-    raise InvalidInputError(f"cron: {expression!r} is never due within a year")
+    raise InvalidInputError(f"cron: {expression!r} is never due within {HORIZON // 86400:.0f} days")
+
+
+HORIZON = 5 * 366 * 86400.0

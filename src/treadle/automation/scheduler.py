@@ -129,8 +129,9 @@ class Scheduler:
                 if self._next_due(s) > now:
                     continue
                 fired += self._handle(s, now)
-            except TreadleError as exc:
-                self.announce(f"schedule {s.name}: {exc.message}")
+            except Exception as exc:  # one bad schedule does not stop the others
+                said = exc.message if isinstance(exc, TreadleError) else repr(exc)
+                self.announce(f"schedule {s.name}: {said}")
         return fired
 
     def _handle(self, s: ScheduleRecord, now: float) -> list[Fired]:
