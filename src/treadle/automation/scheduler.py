@@ -150,7 +150,7 @@ class Scheduler:
 
     def _fire(self, s: ScheduleRecord, due: float, now: float) -> Fired | None:
         automation = self.store.automation
-        fire_id = automation.claim_fire(s.id, due, now)
+        fire_id = automation.claim_fire(s.id, due, self.clock())  # when it really fired
         if fire_id is None:
             return None  # another scheduler fired this due time
         running = automation.running_runs(s.id) if s.concurrency != "allow" else []

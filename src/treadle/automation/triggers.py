@@ -31,9 +31,9 @@ KINDS = (
     "monitor.alert",
 )
 OBSERVED = ("run.finished", "model.registered", "artifact.created")
+"""Kinds the dispatcher finds by looking at the store."""
 DIRECT = ("webhook", "manual")
 """Kinds whose events belong to one trigger and are fired as they arrive."""
-"""Kinds the dispatcher finds by looking at the store."""
 TOLERANCE_SECONDS = 300
 """How far a webhook's timestamp may be from the server's clock."""
 LOOKBACK_SECONDS = 60.0

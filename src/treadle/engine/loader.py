@@ -139,6 +139,8 @@ def _own_modules_first(folder: Path) -> None:
     """Make `import helpers` in a package find the package's own `helpers`: its folder
     goes first on sys.path, and modules of those names that another folder (another
     version) provided are forgotten. Code already loaded keeps the modules it holds."""
+    if _first_on_path.get(str(folder)) == len(sys.modules) and sys.path[0] == str(folder):
+        return  # nothing was imported since this folder was put first
     local = {p.stem for p in folder.glob("*.py")} | {
         p.parent.name for p in folder.glob("*/__init__.py")
     }
@@ -151,3 +153,7 @@ def _own_modules_first(folder: Path) -> None:
     if str(folder) in sys.path:
         sys.path.remove(str(folder))
     sys.path.insert(0, str(folder))
+    _first_on_path[str(folder)] = len(sys.modules)
+
+
+_first_on_path: dict[str, int] = {}
