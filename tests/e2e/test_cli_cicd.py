@@ -1,6 +1,9 @@
 """Pipeline CI and CD through the real `treadle` executable: build a package, test the
 steps, deploy to staging, run there, promote the same package to prod, roll back, and
-write a CI workflow that does all of it.
+write a CI workflow that does all of it. Then, on prod, a seconds-level schedule and a
+webhook trigger made with `treadle schedules` / `treadle triggers` start runs of the
+package that register models through its gate, and `treadle runs why` says what started
+each run.
 
 Two `treadle up` servers on 127.0.0.1 (staging and prod, each with a home of its own)
 are shared by the module; the CLI knows them only through TREADLE_ENV_STAGING_* and
@@ -26,6 +29,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -33,8 +37,13 @@ import yaml
 from cli_support import EXECUTABLE, QUICKSTART, REPO, Result, cli_env, squash
 
 import treadle
-from treadle.errors import InvalidInputError, NotFoundError
-from treadle.store.records import PipelineVersionRecord, RunRecord
+from treadle.errors import ConflictError, InvalidInputError, NotFoundError
+from treadle.store.records import (
+    Fire,
+    PipelineVersionRecord,
+    RunRecord,
+    ScheduleFireRecord,
+)
 from treadle.types import RunState
 
 pytestmark = pytest.mark.slow
@@ -175,11 +184,14 @@ class Envs:
             **extra,
         }
 
-    def cli(self, cwd: Path, *args: str, timeout: float = 120) -> Result:
-        """`treadle ARGS` in `cwd`, with a home and a temporary folder of its own."""
+    def cli(
+        self, cwd: Path, *args: str, timeout: float = 120, extra: Mapping[str, str] | None = None
+    ) -> Result:
+        """`treadle ARGS` in `cwd`, with a home and a temporary folder of its own (and
+        `extra` environment variables, such as TREADLE_URL)."""
         scratch = self.root / "cli-tmp"
         scratch.mkdir(exist_ok=True)
-        env = cli_env(self.root / "cli-home", self.env(TMPDIR=str(scratch)))
+        env = cli_env(self.root / "cli-home", self.env(TMPDIR=str(scratch), **(extra or {})))
         proc = subprocess.run(
             [str(EXECUTABLE), *args],
             cwd=cwd,
@@ -695,3 +707,244 @@ def test_init_writes_a_ci_workflow_that_tests_builds_and_deploys(
     assert path.read_text().endswith("# edited by hand\n")
     envs.ok(source.parent, "init", "--ci", ci, "--force")
     assert "# edited by hand" not in path.read_text()
+
+
+# -- 8. automated runs on prod ------------------------------------------------------------
+
+SCHEDULE = "every-3s"
+SCHEDULE_CRON = "* * * * * */3"
+HOOK = "hook"
+MODEL = "breast-cancer"
+CHALLENGER = re.compile(r"^version (\d+) is the challenger \(accuracy >= 0\.9\)$")
+# accuracy can be exactly 1.0 on a small test set: a gate no model can pass
+NO_MODEL_PASSES = "accuracy > 1"
+
+
+@dataclasses.dataclass(frozen=True)
+class Automated:
+    """What the CLI printed and prod recorded while a schedule and a webhook trigger,
+    made with `treadle schedules` / `treadle triggers` on prod, started runs there."""
+
+    schedule_created: Result
+    first_fire: ScheduleFireRecord
+    paused: Result
+    schedule_listing: Result
+    fires_listing: Result
+    fires_when_paused: set[str]
+    fires_later: set[str]
+    seconds_paused: float
+    trigger_created: Result
+    hook_url: str
+    secret: str
+    delivered: Fire
+    replayed: Exception | None
+    """What sending that delivery a second time raised."""
+    gated: Result
+    runs: dict[str, RunRecord]
+    """The finished run of each cause: schedule, webhook, manual (the gated run)."""
+    why: dict[str, Result]
+
+
+def on_prod(envs: Envs, cwd: Path, *args: str, url_flag: bool = False) -> Result:
+    """`treadle ARGS` against prod: TREADLE_URL (or --url) and TREADLE_TOKEN."""
+    extra = {"TREADLE_TOKEN": envs.prod.token}
+    if url_flag:
+        args = ("--url", envs.prod.url, *args)
+    else:
+        extra["TREADLE_URL"] = envs.prod.url
+    result = envs.cli(cwd, *args, extra=extra)
+    assert result.returncode == 0, str(result)
+    assert "Traceback" not in result.output, str(result)
+    return result
+
+
+def _eventually(probe: Any, seconds: float, what: str) -> Any:
+    deadline = time.monotonic() + seconds
+    while not (found := probe()):
+        assert time.monotonic() < deadline, f"not within {seconds} s: {what}"
+        time.sleep(0.1)
+    return found
+
+
+def _finished(client: treadle.Client, run_id: str) -> RunRecord:
+    run: RunRecord = _eventually(
+        lambda: (r := client.get_run(run_id)).state.finished and r, 90, f"run {run_id} ended"
+    )
+    return run
+
+
+@pytest.fixture(scope="module")
+def automated(envs: Envs, story: Story) -> Automated:
+    cwd, prod = story.work, envs.prod.client()
+    schedule_created = on_prod(
+        envs,
+        cwd,
+        "schedules",
+        "create",
+        SCHEDULE,
+        "--pipeline",
+        "training",
+        "--cron",
+        SCHEDULE_CRON,
+        "-p",
+        "rows=131",
+        url_flag=True,
+    )
+    [first_fire, *_] = _eventually(
+        lambda: sorted(
+            (f for f in prod.schedule_fires(SCHEDULE) if f.outcome == "started"),
+            key=lambda f: f.due_at,
+        ),
+        15,
+        f"a fire of {SCHEDULE} on prod",
+    )
+    paused = on_prod(envs, cwd, "schedules", "pause", SCHEDULE)
+    paused_at = time.monotonic()
+    time.sleep(0.5)  # a fire claimed just before the pause may still be landing
+    fires_when_paused = {f.id for f in prod.schedule_fires(SCHEDULE)}
+    schedule_listing = on_prod(envs, cwd, "schedules", "list")
+
+    trigger_created = on_prod(
+        envs, cwd, "triggers", "create", HOOK, "--on", "webhook", "--pipeline", "training",
+        "-p", "c=$event.c",
+    )  # fmt: skip
+    hook_url = re.search(r"^webhook URL: (\S+)$", trigger_created.stdout, re.MULTILINE)
+    secret = re.search(r"shown this once, keep it\): (\S+)$", trigger_created.stdout, re.MULTILINE)
+    assert hook_url and secret, str(trigger_created)
+    hook, stamp = urlsplit(hook_url[1]).path, time.time()
+    delivered = prod.deliver_webhook(hook, secret[1], {"c": 0.3}, timestamp=stamp)
+    try:  # the very same delivery again (same timestamp, so the same signature)
+        prod.deliver_webhook(hook, secret[1], {"c": 0.3}, timestamp=stamp)
+        replayed: Exception | None = None
+    except ConflictError as refused:
+        replayed = refused
+
+    gated = envs.cli(
+        cwd, "pipeline", "run", "training", "--env", "prod",
+        "-p", "rows=132", "-p", f"gate={NO_MODEL_PASSES}",
+    )  # fmt: skip
+    assert delivered.run_id is not None and first_fire.run_id is not None
+    runs = {
+        "schedule": _finished(prod, first_fire.run_id),
+        "webhook": _finished(prod, delivered.run_id),
+        "manual": _finished(prod, gated.run_id),
+    }
+    why = {cause: on_prod(envs, cwd, "runs", "why", run.id) for cause, run in runs.items()}
+    fires_listing = on_prod(envs, cwd, "schedules", "fires", SCHEDULE)
+    # a full period (and then some) after the pause: nothing more fired
+    time.sleep(max(0.0, 3.5 - (time.monotonic() - paused_at)))
+    return Automated(
+        schedule_created=schedule_created,
+        first_fire=first_fire,
+        paused=paused,
+        schedule_listing=schedule_listing,
+        fires_listing=fires_listing,
+        fires_when_paused=fires_when_paused,
+        fires_later={f.id for f in prod.schedule_fires(SCHEDULE)},
+        seconds_paused=time.monotonic() - paused_at,
+        trigger_created=trigger_created,
+        hook_url=hook_url[1],
+        secret=secret[1],
+        delivered=delivered,
+        replayed=replayed,
+        gated=gated,
+        runs=runs,
+        why=why,
+    )
+
+
+def test_a_schedule_made_with_the_cli_fires_on_prod_until_paused(
+    envs: Envs, automated: Automated
+) -> None:
+    said = squash(automated.schedule_created.stdout)
+    assert f"schedule {SCHEDULE}: training at '{SCHEDULE_CRON}' (UTC); next due" in said
+    fire = automated.first_fire
+    assert fire.due_at == int(fire.due_at) and int(fire.due_at) % 3 == 0, fire
+    run = automated.runs["schedule"]
+    assert run.state is RunState.SUCCEEDED, run.error
+    assert run.cause is not None and run.cause["kind"] == "schedule"
+    assert run.cause["schedule"] == SCHEDULE and run.cause["due_at"] == fire.due_at
+    prod = envs.prod.client()
+    assert prod.get_params(run.id)["rows"] == "131"
+    # the run executed the version prod holds now, deployed as a package
+    assert run.pipeline_version_id == current_of(prod)
+    assert fire.run_id is not None and fire.run_id[:8] in automated.fires_listing.stdout
+    assert "started" in automated.fires_listing.stdout
+
+    assert f"schedule {SCHEDULE} paused" in automated.paused.stdout
+    [row] = [line for line in automated.schedule_listing.stdout.splitlines() if SCHEDULE in line]
+    assert "paused" in row and "training" in row, row
+    assert prod.get_schedule(SCHEDULE).paused is True
+    assert automated.seconds_paused >= 3.5
+    assert automated.fires_later == automated.fires_when_paused, "it fired while paused"
+
+
+def test_a_webhook_trigger_made_with_the_cli_starts_a_run_on_a_signed_delivery(
+    envs: Envs, automated: Automated
+) -> None:
+    out = automated.trigger_created.stdout
+    assert f"trigger {HOOK}: on webhook run training" in out
+    trigger = envs.prod.client().get_trigger(HOOK)
+    assert automated.hook_url == f"{envs.prod.url}/api/v1/hooks/{trigger.id}"
+    assert automated.secret.startswith("whsec_")
+    assert "X-Treadle-Signature" in out  # how to sign is said where the secret is shown
+    assert trigger.params == {"c": "$event.c"} and trigger.has_secret
+
+    assert automated.delivered.outcome == "started"
+    run = automated.runs["webhook"]
+    assert run.id == automated.delivered.run_id
+    assert run.state is RunState.SUCCEEDED, run.error
+    assert envs.prod.client().get_params(run.id)["c"] == "0.3"
+    assert run.cause is not None
+    assert (run.cause["kind"], run.cause["trigger"]) == ("webhook", HOOK)
+    assert run.cause["event"] == {"c": 0.3}
+    assert isinstance(automated.replayed, ConflictError), "a replayed delivery was taken"
+    assert "received before" in automated.replayed.message
+    assert [f.run_id for f in envs.prod.client().trigger_fires(HOOK)] == [run.id]
+
+
+def test_automated_and_manual_runs_register_models_through_the_gate(
+    envs: Envs, automated: Automated
+) -> None:
+    prod = envs.prod.client()
+    by_run = {v.run_id: v for v in prod.list_versions(MODEL)}
+    became = []
+    for cause in ("schedule", "webhook"):
+        run = automated.runs[cause]
+        assert run.id in by_run, f"the {cause} run registered no version of {MODEL}"
+        promotion = prod.get_params(run.id)["promotion"]
+        found = CHALLENGER.match(promotion)
+        assert found, f"{cause}: {promotion}"
+        assert int(found[1]) == by_run[run.id].version
+        became.append(by_run[run.id].version)
+
+    gated = automated.gated
+    assert gated.returncode == 0 and gated.final_state == "SUCCEEDED", str(gated)
+    assert "promotion: not promoted:" in gated.stdout, str(gated)
+    run = automated.runs["manual"]
+    promotion = prod.get_params(run.id)["promotion"]
+    assert promotion.startswith("not promoted:") and NO_MODEL_PASSES in promotion, promotion
+    assert run.id in by_run, "the gated run's model was not registered"
+    history = prod.alias_history(MODEL, "challenger")
+    moved_to = {e.to_version for e in history}
+    assert set(became) <= moved_to
+    assert by_run[run.id].version not in moved_to
+    assert prod.get_alias(MODEL, "challenger").version != by_run[run.id].version
+
+
+def test_runs_why_on_prod_says_schedule_trigger_or_manual(envs: Envs, automated: Automated) -> None:
+    said = {cause: squash(result.stdout) for cause, result in automated.why.items()}
+    runs = automated.runs
+    assert f"run {runs['schedule'].id} " in said["schedule"]
+    assert f"schedule '{SCHEDULE}' ({SCHEDULE_CRON} UTC) was due at" in said["schedule"]
+    assert "kind schedule" in said["schedule"]
+
+    assert f"run {runs['webhook'].id} " in said["webhook"]
+    assert f"""trigger '{HOOK}' acted on a webhook event: {{"c": 0.3}}""" in said["webhook"]
+    assert f"trigger {HOOK}" in said["webhook"] and "kind webhook" in said["webhook"]
+
+    assert f"run {runs['manual'].id} " in said["manual"]
+    assert "started it" in said["manual"] and "kind manual" in said["manual"]
+    for cause, text in said.items():
+        others = {"schedule", "webhook", "manual"} - {cause}
+        assert not any(f"kind {other}" in text for other in others), text

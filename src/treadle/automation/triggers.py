@@ -123,6 +123,16 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
     return "sha256=" + digest.hexdigest()
 
 
+def unsigned() -> AccessError:
+    """The one answer to a delivery no webhook trigger's secret signed: the same for an
+    unknown trigger id and a wrong signature, so ids cannot be probed."""
+    return AccessError(
+        "the webhook is not signed with the secret of a webhook trigger",
+        "sign TIMESTAMP + '.' + the exact body bytes with the trigger's secret: "
+        "X-Treadle-Signature: sha256=HMAC-SHA256(secret, TIMESTAMP + '.' + body)",
+    )
+
+
 def verify(
     secret: str, timestamp: str | None, signature: str | None, body: bytes, now: float
 ) -> None:
@@ -139,10 +149,7 @@ def verify(
             "X-Treadle-Timestamp is not a Unix time in seconds", "send int(time.time())"
         ) from None
     if not hmac.compare_digest(sign(secret, timestamp, body), signature.strip()):
-        raise AccessError(
-            "the webhook's signature does not match its body",
-            "sign TIMESTAMP + '.' + the exact body bytes with the trigger's secret",
-        )
+        raise unsigned()
     if abs(now - sent) > TOLERANCE_SECONDS:
         raise AccessError(
             f"the webhook's timestamp is {abs(now - sent):.0f} s away from the server's clock",

@@ -11,9 +11,9 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from treadle.automation.scheduler import CATCHUP, CONCURRENCY, new_schedule
-from treadle.automation.triggers import KINDS, Dispatcher, new_trigger, verify
+from treadle.automation.triggers import KINDS, Dispatcher, new_trigger, unsigned, verify
 from treadle.automation.why import explain
-from treadle.errors import AccessError, ConflictError, InvalidInputError, NotFoundError
+from treadle.errors import ConflictError, InvalidInputError, NotFoundError
 from treadle.server.auth import Access, need, store_of
 from treadle.store import Store
 from treadle.store.records import (
@@ -380,17 +380,13 @@ def _deliver(
     signature: str | None,
 ) -> Fire:
     store = store_of(request)
-    unsigned = AccessError(
-        "the webhook is not signed with the secret of a webhook trigger",
-        "sign it: X-Treadle-Signature: sha256=HMAC-SHA256(secret, TIMESTAMP + '.' + body)",
-    )
     try:
         trigger = store.automation.get_trigger_by_id(trigger_id[:64])
     except NotFoundError:
-        raise unsigned from None  # the same answer as a bad signature: ids are not probed
+        raise unsigned() from None  # the same answer as a bad signature: ids are not probed
     secret = store.automation.trigger_secret(trigger.id)
     if trigger.kind != "webhook" or secret is None:
-        raise unsigned
+        raise unsigned()
     verify(secret, timestamp, signature, body, time.time())
     if not trigger.enabled:
         raise ConflictError(f"trigger {trigger.name!r} is disabled", "enable it to take deliveries")
