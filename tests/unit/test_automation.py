@@ -830,9 +830,15 @@ def test_verify_accepts_a_good_signature() -> None:
 @pytest.mark.parametrize(
     ("timestamp", "signature", "body", "says"),
     [
-        pytest.param(STAMP, sign(SECRET, STAMP, BODY), b"{}", "not signed with the secret", id="body"),
-        pytest.param(STAMP, sign("whsec_other", STAMP, BODY), BODY, "not signed with the secret", id="secret"),
-        pytest.param(OLD, sign(SECRET, STAMP, BODY), BODY, "not signed with the secret", id="other-stamp"),
+        pytest.param(
+            STAMP, sign(SECRET, STAMP, BODY), b"{}", "not signed with the secret", id="body"
+        ),
+        pytest.param(
+            STAMP, sign("whsec_other", STAMP, BODY), BODY, "not signed with the secret", id="secret"
+        ),
+        pytest.param(
+            OLD, sign(SECRET, STAMP, BODY), BODY, "not signed with the secret", id="other-stamp"
+        ),
         pytest.param(None, sign(SECRET, STAMP, BODY), BODY, "no X-Treadle", id="no-timestamp"),
         pytest.param(STAMP, None, BODY, "no X-Treadle", id="no-signature"),
         pytest.param(STAMP, "", BODY, "no X-Treadle", id="empty-signature"),
