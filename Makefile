@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	bash examples/quickstart/demo.sh
+	$(BIN)/treadle demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples

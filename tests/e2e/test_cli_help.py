@@ -37,6 +37,9 @@ ROOT = {
     "schedules": "Cron schedules that run a pipeline",
     "triggers": "Triggers that turn events",
     "events": "Events that triggers act on",
+    "monitor": "Monitors of deployments",
+    "policies": "Policies: the closed loop",
+    "demo": "Run the whole loop on this machine",
 }
 GROUPS = {
     "pipeline": {
@@ -74,6 +77,22 @@ GROUPS = {
         "delete": "Delete a trigger",
     },
     "events": {"list": "List recent events"},
+    "monitor": {
+        "create": "Watch a deployment's predictions",
+        "list": "List monitors",
+        "windows": "The monitor's latest windows",
+        "alerts": "Alerts, newest first",
+        "report": "Write a self-contained HTML report",
+        "delete": "Delete a monitor",
+    },
+    "policies": {
+        "apply": "Create or change a policy",
+        "list": "List the project's policies",
+        "runs": "What policies did",
+        "enable": "Act on events again",
+        "disable": "Stop acting on new events",
+        "delete": "Delete a policy",
+    },
     "experiments": {"list": "List the project's experiments"},
     "artifacts": {"list": "List the artifacts a run's steps produced"},
     "db": {"upgrade": "Apply pending migrations", "current": "Print the schema revision"},

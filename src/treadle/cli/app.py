@@ -17,10 +17,12 @@ from treadle.cli import (
     deployments,
     experiments,
     models,
+    monitoring,
     pipeline,
     runs,
 )
 from treadle.cli.common import err_console
+from treadle.cli.demo import demo
 from treadle.cli.init import init
 from treadle.cli.lineage import lineage
 from treadle.cli.run import run
@@ -64,7 +66,10 @@ app.add_typer(pipeline.app, name="pipeline")
 app.add_typer(automation.schedules, name="schedules")
 app.add_typer(automation.triggers, name="triggers")
 app.add_typer(automation.events, name="events")
+app.add_typer(monitoring.monitor, name="monitor")
+app.add_typer(monitoring.policies, name="policies")
 app.command()(init)
+app.command()(demo)
 app.command()(lineage)
 app.add_typer(runs.app, name="runs")
 app.add_typer(experiments.app, name="experiments")

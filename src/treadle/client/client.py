@@ -6,11 +6,14 @@ from treadle.client.artifacts import ArtifactsApi
 from treadle.client.automation import AutomationApi
 from treadle.client.deployments import DeploymentsApi
 from treadle.client.models import ModelsApi
+from treadle.client.monitoring import MonitoringApi
 from treadle.client.projects import ProjectsApi
 from treadle.client.runs import RunsApi
 
 
-class Client(ProjectsApi, RunsApi, ArtifactsApi, ModelsApi, DeploymentsApi, AutomationApi):
+class Client(
+    ProjectsApi, RunsApi, ArtifactsApi, ModelsApi, DeploymentsApi, AutomationApi, MonitoringApi
+):
     """The API of a treadle server (`treadle up`), one method per route, answering with
     the store's records and raising treadle's errors (NotFoundError, ConflictError,
     InvalidInputError, AccessError…) with the server's message and hint.

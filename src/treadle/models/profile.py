@@ -1,8 +1,9 @@
 """Reference profiles: per-column statistics of the training data, kept with the model
 so that live windows can later be compared with what the model was trained on.
 
-Numeric columns keep quantiles, a histogram, mean and standard deviation; other columns
-keep their most frequent values. Pure functions; the result is JSON-able.
+Numeric columns keep quantiles, the 101 percentiles (0, 0.01, ..., 1: what drift
+statistics compare live windows with), a histogram, mean and standard deviation; other
+columns keep their most frequent values. Pure functions; the result is JSON-able.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 QUANTILES = (0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0)
+# i / 100 rather than a linspace, so that 0.05 here is the same float as in QUANTILES.
+PERCENTILES = tuple(i / 100 for i in range(101))
 BINS = 20
 TOP = 50
 
@@ -36,6 +39,7 @@ def _numeric(values: Any) -> dict[str, Any]:
             str(q): float(v) for q, v in zip(QUANTILES, np.quantile(finite, QUANTILES), strict=True)
         },
         histogram={"edges": [float(e) for e in edges], "counts": [int(c) for c in counts]},
+        percentiles=[float(v) for v in np.quantile(finite, PERCENTILES)],
     )
     return out
 

@@ -26,7 +26,9 @@ from treadle.server.routes import (
     deployments,
     health,
     models,
+    monitoring,
     pipelines,
+    policies,
     projects,
     runs,
     steps,
@@ -205,6 +207,8 @@ def create_app(
         deployments,
         audit,
         automation,
+        monitoring,
+        policies,
     ):
         app.include_router(module.router, prefix=API)
     app.include_router(automation.hooks, prefix=API)

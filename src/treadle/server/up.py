@@ -21,6 +21,8 @@ from treadle.automation.scheduler import Scheduler
 from treadle.automation.triggers import Dispatcher
 from treadle.config import Settings
 from treadle.errors import NotFoundError
+from treadle.loop.runner import PolicyRunner
+from treadle.monitoring.monitor import Monitoring
 from treadle.server.auth import issue_token
 from treadle.server.controller import DeploymentController
 from treadle.server.runpool import RunPool
@@ -141,7 +143,13 @@ def serve(
             )
 
     controller.start()
-    for name, loop in (("scheduler", scheduler.run_forever), ("triggers", dispatcher.run_forever)):
+    loops = (
+        ("scheduler", scheduler.run_forever),
+        ("triggers", dispatcher.run_forever),
+        ("monitors", Monitoring(store, announce=announce).run_forever),
+        ("policies", PolicyRunner(store, launch, announce=announce).run_forever),
+    )
+    for name, loop in loops:
         threading.Thread(target=loop, args=(stop,), daemon=True, name=f"treadle-{name}").start()
     server = _Server(config)
     try:

@@ -28,6 +28,7 @@ from treadle.errors import InvalidInputError, TreadleError
 from treadle.models.signature import SignatureError
 from treadle.serving import protocols
 from treadle.serving.batching import MicroBatcher
+from treadle.serving.feedback import FeedbackError, FeedbackLog, Recent, check_label
 from treadle.serving.metrics import ServerMetrics
 from treadle.serving.predlog import PredictionLog
 from treadle.serving.traffic import Router, Target
@@ -78,6 +79,7 @@ class ModelServer:
         *,
         metrics: ServerMetrics | None = None,
         predictions: PredictionLog | None = None,
+        feedback: FeedbackLog | None = None,
         batching: Batching = Batching(),
         limits: Limits = Limits(),
         on_startup: Callable[[ModelServer], Awaitable[None]] | None = None,
@@ -87,6 +89,8 @@ class ModelServer:
         self.name = name
         self.metrics = metrics or ServerMetrics()
         self.predictions = predictions
+        self.feedback = feedback
+        self.recent = Recent()
         self.batching = batching
         self.limits = limits
         self.on_startup = on_startup
@@ -147,6 +151,8 @@ class ModelServer:
                     await self.on_shutdown(self)
                 if self.predictions is not None:
                     self.predictions.close()
+                if self.feedback is not None:
+                    self.feedback.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -160,6 +166,8 @@ class ModelServer:
                 await self._predict(scope, receive, send, "invocations", None)
             elif path.startswith("/v2/models/") and path.endswith("/infer"):
                 await self._predict(scope, receive, send, "v2", path[len("/v2/models/") : -6])
+            elif path == "/feedback":
+                await self._feedback(scope, receive, send)
             else:
                 await self._error(send, HTTPError(404, f"no endpoint POST {path}", "path"))
             return
@@ -387,6 +395,7 @@ class ModelServer:
         version = target.spec.version
         elapsed = time.perf_counter() - started
         self.metrics.observe(self.name, version, endpoint, 200, elapsed)
+        self.recent.add(request_id, version, len(rows))
         if self.predictions is not None:
             self.predictions.append(
                 request_id,
@@ -400,6 +409,73 @@ class ModelServer:
             )
         if state.router.shadows:
             self._mirror(state.router, columns, rows, request_id)
+
+    async def _feedback(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """`{"request_id": ..., "label": ...}` (with `"row": i` for one row of a request
+        of several), `{"request_id": ..., "labels": [...]}` (one per row), or
+        `{"feedback": [...]}` of either: the true labels of answered requests."""
+        try:
+            if self.feedback is None:
+                raise HTTPError(
+                    409, "this server keeps no feedback", "feedback", "serve with logging on"
+                )
+            try:
+                body = orjson.loads(await self._read_body(scope, receive))
+            except orjson.JSONDecodeError:
+                raise HTTPError(400, "the body is not JSON", "body") from None
+            items = body.get("feedback") if isinstance(body, dict) else None
+            if items is None:
+                items = [body]
+            if not isinstance(items, list) or not items or len(items) > 100_000:
+                raise HTTPError(422, "feedback must be a list of 1 to 100,000 items", "feedback")
+            state = self.state
+            dtype = state.router.primary.signature.dtypes.get("prediction") if state else None
+            accepted = [self._check_feedback(item, i, dtype) for i, item in enumerate(items)]
+        except HTTPError as error:
+            await self._error(send, error)
+            return
+        except FeedbackError as error:
+            await self._error(send, HTTPError(error.status, error.message, error.field, error.hint))
+            return
+        count = 0
+        for request_id, version, labels in accepted:
+            for row, label in labels:
+                self.feedback.append(request_id, row, version, label)
+                count += 1
+        await _respond(send, 202, orjson.dumps({"accepted": count}), JSON_HEADERS)
+
+    def _check_feedback(
+        self, item: Any, index: int, dtype: str | None
+    ) -> tuple[str, int, list[tuple[int, Any]]]:
+        where = f"feedback[{index}]." if index else ""
+        if not isinstance(item, dict):
+            raise HTTPError(422, f"{where or 'the body'} must be an object", where or "body")
+        request_id = item.get("request_id")
+        if not isinstance(request_id, str) or not request_id:
+            raise HTTPError(422, f"{where}request_id is missing", f"{where}request_id")
+        known = self.recent.get(request_id)
+        if known is None:
+            raise HTTPError(
+                404,
+                f"no request {request_id!r} was answered here recently",
+                f"{where}request_id",
+                "send the x-request-id (or request_id) the prediction's answer carried",
+            )
+        version, rows = known
+        if "labels" in item:
+            labels = item["labels"]
+            if not isinstance(labels, list) or len(labels) != rows:
+                raise HTTPError(
+                    422, f"{where}labels must be a list of {rows} (one per row)", f"{where}labels"
+                )
+            pairs = list(enumerate(labels))
+        else:
+            row = item.get("row", 0)
+            if not isinstance(row, int) or isinstance(row, bool) or not 0 <= row < rows:
+                raise HTTPError(422, f"{where}row must be between 0 and {rows - 1}", f"{where}row")
+            pairs = [(row, item.get("label"))]
+        checked = [(r, check_label(v, dtype, f"{where}label")) for r, v in pairs]
+        return request_id, version, checked
 
     def _route(self, router: Router, v2_path: str | None) -> Target:
         if v2_path is None:

@@ -26,6 +26,7 @@ from treadle.models.format import Manifest
 from treadle.registry.refs import ModelRef, parse_ref, resolve
 from treadle.serving import deployments
 from treadle.serving.app import Batching, Limits, ModelServer
+from treadle.serving.feedback import FeedbackLog
 from treadle.serving.metrics import ServerMetrics
 from treadle.serving.predlog import PredictionLog
 from treadle.serving.traffic import TargetSpec, load_router
@@ -186,13 +187,15 @@ def build(
     options: ServeOptions,
     announce: Callable[[str], None] = print,
 ) -> tuple[ModelServer, Watcher]:
-    predictions = None
+    predictions = feedback = None
     if options.log_predictions:
         predictions = PredictionLog(prediction_folder(store, source.label))
+        feedback = FeedbackLog(feedback_folder(store, source.label))
     server = ModelServer(
         source.name,
         metrics=ServerMetrics(),
         predictions=predictions,
+        feedback=feedback,
         batching=options.batching,
         limits=options.limits,
     )
@@ -202,10 +205,18 @@ def build(
     return server, watcher
 
 
+def _safe(label: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
+
+
 def prediction_folder(store: StoreView, label: str) -> Path:
     """Under the home of whoever runs the server, whatever store it reads models from."""
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
-    return store.settings.home / "predictions" / safe
+    return store.settings.home / "predictions" / _safe(label)
+
+
+def feedback_folder(store: StoreView, label: str) -> Path:
+    """Where the labels sent to `POST /feedback` go, beside the prediction log."""
+    return store.settings.home / "feedback" / _safe(label)
 
 
 def run(

@@ -27,7 +27,9 @@ from treadle.store.sql.artifacts import SqlArtifactCatalog
 from treadle.store.sql.auth import SqlAuditStore, SqlAuthStore
 from treadle.store.sql.automation import SqlAutomationStore
 from treadle.store.sql.deployments import SqlDeploymentStore
+from treadle.store.sql.monitoring import SqlMonitoringStore
 from treadle.store.sql.pipelines import SqlPipelineStore
+from treadle.store.sql.policies import SqlPolicyStore
 from treadle.store.sql.projects import SqlProjectStore
 from treadle.store.sql.registry import SqlModelRegistryStore
 from treadle.store.sql.runs import SqlRunStore
@@ -51,6 +53,8 @@ class Store:
     auth: SqlAuthStore
     audit: SqlAuditStore
     automation: SqlAutomationStore
+    monitoring: SqlMonitoringStore
+    policies: SqlPolicyStore
 
     def close(self) -> None:
         self.db.close()
@@ -75,6 +79,8 @@ def open_store(settings: Settings, *, migrate: bool = True) -> Store:
         auth=SqlAuthStore(db),
         audit=SqlAuditStore(db),
         automation=SqlAutomationStore(db),
+        monitoring=SqlMonitoringStore(db),
+        policies=SqlPolicyStore(db),
     )
 
 

@@ -12,7 +12,7 @@ from typing import Any
 from treadle.errors import StoreUnavailableError
 from treadle.store.db import Database, redact
 
-HEAD_REVISION = "0007"
+HEAD_REVISION = "0008"
 """The newest migration; a test pins it to Alembic's own head."""
 
 MIGRATIONS = Path(__file__).parent / "sql" / "migrations"

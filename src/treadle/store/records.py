@@ -414,3 +414,92 @@ class Why:
     event: EventRecord | None
     """The event a trigger acted on, when one did."""
     summary: str
+
+
+# -- monitoring ----------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class MonitorRecord:
+    """Watches a deployment's prediction log in windows and compares each with the
+    reference profile of the model version that served it."""
+
+    id: str
+    project_id: str
+    name: str
+    deployment: str
+    window_kind: str
+    """`rows` (a window every `window_size` predictions) or `seconds`."""
+    window_size: int
+    thresholds: dict[str, Any]
+    rules: list[str]
+    """Alert rules, e.g. `drift: drift_share > 0.3 for 2 windows`."""
+    state: str
+    """`waiting` (no data yet), `ok`, `alerting`, `no_data` or `error`."""
+    detail: str
+    cursor: float
+    created_by: str
+    created_at: float
+
+
+@dataclasses.dataclass(frozen=True)
+class MonitorWindowRecord:
+    id: str
+    monitor_id: str
+    seq: int
+    start_ts: float
+    end_ts: float
+    rows: int
+    status: str
+    """`ok`, `drift`, or `no_data` (nothing to compare)."""
+    stats: dict[str, Any]
+    created_at: float
+
+
+@dataclasses.dataclass(frozen=True)
+class AlertRecord:
+    id: str
+    monitor_id: str
+    project_id: str
+    name: str
+    rule: str
+    state: str
+    """`firing` or `resolved`."""
+    value: float | None
+    fired_seq: int
+    fired_at: float
+    resolved_at: float | None
+    event_id: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyRecord:
+    """A project's automation written down: on an event, run a pipeline, then gate,
+    canary and promote (or roll back) what it produced."""
+
+    id: str
+    project_id: str
+    name: str
+    spec: dict[str, Any]
+    enabled: bool
+    created_by: str
+    created_at: float
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyRunRecord:
+    """One time a policy acted on an event, step by step."""
+
+    id: str
+    policy_id: str
+    project_id: str
+    event_id: str
+    state: str
+    """`running`, `promoted`, `rolled_back`, `not_promoted` or `failed`."""
+    step: str
+    """The step it is on: run, register, canary, promote, done."""
+    steps: list[dict[str, Any]]
+    """What each step did: step, status, detail, at, and what it touched."""
+    context: dict[str, Any]
+    created_at: float
+    updated_at: float

@@ -398,3 +398,94 @@ trigger_fires = sa.Table(
     sa.Column("outcome", sa.Text, nullable=False),
     sa.UniqueConstraint("trigger_id", "event_id"),
 )
+
+# -- monitoring: monitors of deployments, their windows and alerts -----------------------
+
+monitors = sa.Table(
+    "monitors",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("project_id", ID, sa.ForeignKey("projects.id"), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("deployment", sa.String(200), nullable=False),
+    # "rows" (a window every N predictions) or "seconds" (a window every N seconds)
+    sa.Column("window_kind", sa.String(16), nullable=False),
+    sa.Column("window_size", sa.Integer, nullable=False),
+    sa.Column("thresholds", sa.Text, nullable=False),
+    sa.Column("rules", sa.Text, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),
+    # predictions logged up to here are in a window
+    sa.Column("cursor", TIME, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("created_at", TIME, nullable=False),
+    sa.UniqueConstraint("project_id", "name"),
+)
+
+monitor_windows = sa.Table(
+    "monitor_windows",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("monitor_id", ID, sa.ForeignKey("monitors.id"), nullable=False),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("start_ts", TIME, nullable=False),
+    sa.Column("end_ts", TIME, nullable=False),
+    sa.Column("rows", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    # the window's statistics: drift, performance, service health, by model version
+    sa.Column("stats", sa.Text, nullable=False),
+    sa.Column("created_at", TIME, nullable=False),
+    sa.UniqueConstraint("monitor_id", "seq"),
+)
+
+alerts = sa.Table(
+    "alerts",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("monitor_id", ID, sa.ForeignKey("monitors.id"), nullable=False),
+    sa.Column("project_id", ID, nullable=False),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("rule", sa.String(300), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("value", sa.Float(precision=53), nullable=True),
+    sa.Column("fired_seq", sa.Integer, nullable=False),
+    sa.Column("fired_at", TIME, nullable=False),
+    sa.Column("resolved_at", TIME, nullable=True),
+    sa.Column("event_id", ID, nullable=True),
+    sa.Index(None, "monitor_id", "state"),
+)
+
+# -- the closed loop: policies and each time one acted ------------------------------------
+
+policies = sa.Table(
+    "policies",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("project_id", ID, sa.ForeignKey("projects.id"), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("spec", sa.Text, nullable=False),
+    sa.Column("enabled", sa.Boolean, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("created_at", TIME, nullable=False),
+    sa.UniqueConstraint("project_id", "name"),
+)
+
+policy_runs = sa.Table(
+    "policy_runs",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("policy_id", ID, sa.ForeignKey("policies.id"), nullable=False),
+    sa.Column("project_id", ID, nullable=False),
+    # the event it acts on, once: the claim two control planes race for
+    sa.Column("event_id", ID, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("step", sa.String(32), nullable=False),
+    # what it did so far: [{"step", "status", "detail", "at", ...}]
+    sa.Column("steps", sa.Text, nullable=False),
+    # what the current step waits on (run id, canary start, model version...)
+    sa.Column("context", sa.Text, nullable=False),
+    sa.Column("created_at", TIME, nullable=False),
+    sa.Column("updated_at", TIME, nullable=False),
+    sa.UniqueConstraint("policy_id", "event_id"),
+    sa.Index(None, "state"),
+)
