@@ -46,6 +46,13 @@ TOKEN = re.compile(r"trd_[A-Za-z0-9_\-]{20,}")
 MODEL = "sec-model"
 DEPLOYMENT = "sec-svc"
 PIPELINE = "seed_flow"
+# a policy that acts on an alert nobody raises in the walk
+SEED_POLICY = {
+    "name": "seed-policy",
+    "on": {"event": "monitor.alert", "where": {"monitor": "nobody"}},
+    "run": {"pipeline": "seed_flow"},
+    "register": {"model": "sec-model"},
+}
 SECRET_LINE = "the log line of project alpha's load step"
 
 ANONYMOUS, VIEWER, EDITOR, OWNER, ADMIN, BETA_OWNER = (
@@ -400,7 +407,16 @@ def _collect_values(p: Platform) -> None:
         json={"name": "seed-trigger", "kind": "manual", "pipeline": PIPELINE},
     )["trigger"]
     fired = p.ok(ADMIN, "POST", f"{API}/projects/alpha/triggers/seed-trigger/fire", json={})
+    p.ok(
+        ADMIN,
+        "POST",
+        f"{API}/projects/alpha/monitors",
+        json={"name": "seed-monitor", "deployment": DEPLOYMENT, "window_size": 100},
+    )
     p.values.update(
+        monitor="seed-monitor",
+        policy=SEED_POLICY["name"],
+        policy_run=p.seeded["alpha"]["policy_run_id"],
         schedule="seed-schedule",
         trigger="seed-trigger",
         trigger_id=trigger["id"],
@@ -627,6 +643,9 @@ _BY_SEGMENT = {
     "triggers": "trigger",
     "events": "event",
     "hooks": "trigger_id",
+    "monitors": "monitor",
+    "policies": "policy",
+    "policy-runs": "policy_run",
 }
 _BY_NAME = {
     "project": "project",

@@ -21,6 +21,7 @@ from api_support import (
     API,
     BACKENDS,
     BETA_OWNER,
+    DEPLOYMENT,
     EDITOR,
     MEMBER_ROLES,
     MODEL,
@@ -28,6 +29,7 @@ from api_support import (
     PUBLIC,
     RANK,
     ROLES,
+    SEED_POLICY,
     VIEWER,
     Operation,
     Platform,
@@ -61,6 +63,8 @@ KNOWN_REQUIRED = {
 # model reference, and the route would refuse it after the access check
 BODY_VALUES = {
     ("PUT", f"{API}/projects/{{project}}/deployments/{{name}}"): {"ref": f"{MODEL}@champion"},
+    ("POST", f"{API}/projects/{{project}}/monitors"): {"deployment": DEPLOYMENT},
+    ("POST", f"{API}/projects/{{project}}/policies"): {"spec": SEED_POLICY, "replace": True},
 }
 # nouns whose seeded value belongs to alpha; a caller outside alpha must not reach them
 ALPHA_DATA = frozenset(
@@ -86,6 +90,9 @@ ALPHA_DATA = frozenset(
         "trigger",
         "trigger_id",
         "event",
+        "monitor",
+        "policy",
+        "policy_run",
     }
 )
 

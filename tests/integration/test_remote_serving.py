@@ -251,8 +251,8 @@ def test_a_remote_serve_answers_like_a_local_load(platform: Platform, tmp_path: 
     assert response.headers["x-model-version"] == "1"
     # the model was loaded into the caller's cache and the predictions logged at home
     assert any((caller / "model-cache").iterdir())
-    assert list((caller / "predictions" / f"{MODEL}_champion").rglob("*.parquet"))
-    assert not (platform.home / "predictions" / f"{MODEL}_champion").exists()
+    assert list((caller / "predictions" / "default" / f"{MODEL}_champion").rglob("*.parquet"))
+    assert not (platform.home / "predictions" / "default" / f"{MODEL}_champion").exists()
 
 
 def test_a_remote_deployment_server_follows_its_alias(platform: Platform, tmp_path: Path) -> None:

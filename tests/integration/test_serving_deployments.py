@@ -145,7 +145,7 @@ def test_shadow_answers_from_the_primary_and_logs_both(served: Served) -> None:
     for i, rid in enumerate(ids):
         assert ask(served, i, rid)[0] == 1, "a shadow answered a caller"
 
-    folder = served.home / "predictions" / NAME
+    folder = served.home / "predictions" / "default" / NAME
     by_id: dict[str, dict[int, int]] = {}
 
     def both_logged() -> bool:

@@ -55,7 +55,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         client(server.url) as http,
     ):
         # the label `clf@champion` becomes a folder name without the `@`
-        yield Served(home, server, http, home / "predictions" / f"{MODEL}_champion")
+        yield Served(home, server, http, home / "predictions" / "default" / f"{MODEL}_champion")
 
 
 def logged(folder: Path, ids: set[str]) -> dict[str, list[dict[str, Any]]]:
@@ -205,7 +205,7 @@ def test_the_queue_is_written_when_the_server_stops(served: Served) -> None:
     """A second server (its own label, so its own folder) stopped right after answering:
     what is still queued must be written on the way out, not lost."""
     server = start(served.home, "serve", f"{MODEL}@1", "--no-batch")
-    folder = served.home / "predictions" / f"{MODEL}_1"
+    folder = served.home / "predictions" / "default" / f"{MODEL}_1"
     try:
         ids = {f"last-{i:02d}" for i in range(40)}
         with client(server.url) as http:

@@ -22,8 +22,15 @@ from treadle.registry import set_alias
 from treadle.registry.refs import ModelRef
 from treadle.serving.deployments import deploy, make_spec
 from treadle.store import open_store
+from treadle.store.records import PolicyRecord, new_id
 
 MODEL = "sec-model"
+SEED_POLICY = {
+    "name": "seed-policy",
+    "on": {"event": "monitor.alert", "where": {"monitor": "nobody"}},
+    "run": {"pipeline": "seed_flow"},
+    "register": {"model": "sec-model"},
+}
 DEPLOYMENT = "sec-svc"
 SECRET_LINE = "the log line of project alpha's load step"
 
@@ -104,6 +111,18 @@ def main() -> None:
             set_alias(f"{MODEL}@1", "challenger", store=store)
             deploy(store, record.id, DEPLOYMENT, make_spec(ModelRef(MODEL, alias="champion")))
             seeded["deployment_id"] = deployment.id
+            # a policy that once acted on an event, so its run can be read
+            policy = store.policies.put_policy(
+                PolicyRecord(
+                    new_id(), record.id, SEED_POLICY["name"], SEED_POLICY, False, "seed", 0.0
+                )
+            )
+            event, _ = store.automation.record_event(
+                record.id, "monitor.alert", "seed-alert", {"monitor": "nobody"}
+            )
+            claimed = store.policies.claim(policy, event.id, [], 0.0)
+            assert claimed is not None
+            seeded["policy_run_id"] = claimed.id
         out[project] = seeded
         store.close()
     print(json.dumps(out))

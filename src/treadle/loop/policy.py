@@ -107,7 +107,7 @@ def parse(raw: Any) -> Policy:
         raise InvalidInputError(
             f"policy: {unknown[0]!r} is not a policy section", f"known: {sorted(known)}"
         )
-    on = _table(raw, "on")
+    on = _table(raw, "on", required=False)
     run = _table(raw, "run")
     register = _table(raw, "register")
     where = on.get("where", {})
@@ -121,7 +121,10 @@ def parse(raw: Any) -> Policy:
     if not isinstance(require, list) or not all(isinstance(c, str) for c in require):
         raise InvalidInputError("policy: register.require must be a list of conditions")
     for condition in require:
-        parse_condition(condition)  # an error names the condition
+        try:
+            parse_condition(condition)
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"policy: register.require: {exc.message}", exc.hint) from None
     canary = None
     if raw.get("canary") is not None:
         c = _table(raw, "canary")

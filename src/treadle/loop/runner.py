@@ -40,7 +40,10 @@ class PolicyRunner:
     def tick(self) -> None:
         for record in self.store.policies.list_policies():
             if record.enabled:
-                self._start_new(record)
+                try:
+                    self._start_new(record)
+                except Exception as exc:  # one broken policy does not stop the others
+                    self.announce(f"policy {record.name}: {type(exc).__name__}: {exc}")
         for run in self.store.policies.list_runs(state="running"):
             try:
                 self.advance(run)
@@ -62,33 +65,16 @@ class PolicyRunner:
     # -- starting -----------------------------------------------------------------------
 
     def _pending(self, record: PolicyRecord, policy: Policy) -> list[EventRecord]:
-        as_trigger = TriggerRecord(
-            id=record.id,
-            project_id=record.project_id,
-            name=record.name,
-            kind=policy.event,
-            pipeline=policy.pipeline,
-            params={},
-            filter={},
-            enabled=True,
-            created_by=record.created_by,
-            created_at=record.created_at,
-        )
-        claimed = {
-            r.event_id for r in self.store.policies.list_runs(policy_id=record.id, limit=1000)
-        }
-        return [
-            e
-            for e in self.store.automation.pending_events(as_trigger, limit=200)
-            if e.id not in claimed
-        ]
+        rows = self.store.policies.pending_events(record, policy.event)
+        return [self.store.automation.get_event(r["id"]) for r in rows]
 
     def _start_new(self, record: PolicyRecord) -> None:
         policy = parse(record.spec)
         for event in self._pending(record, policy):
-            if not all(str(lookup(event.payload, k)) == v for k, v in policy.where.items()):
-                continue
             now = self.clock()
+            if not all(str(lookup(event.payload, k)) == v for k, v in policy.where.items()):
+                self.store.policies.claim(record, event.id, [], now, state="ignored")
+                continue
             first = [
                 _step("event", "seen", f"{event.kind} {_brief(event.payload)}", now, event=event.id)
             ]
@@ -279,9 +265,11 @@ class PolicyRunner:
         home = self.store.settings.home
         now = self.clock()
         frame = read_since(
-            predictions_dir(home, canary.deployment), float(context["canary_start"]), now
+            predictions_dir(home, acting.settings.project, canary.deployment),
+            float(context["canary_start"]),
+            now,
         )
-        labels = read_feedback(feedback_dir(home, canary.deployment))
+        labels = read_feedback(feedback_dir(home, acting.settings.project, canary.deployment))
         live: dict[int, dict[str, Any]] = {}
         if len(frame) and len(labels):
             joined = frame.merge(labels[["request_id", "row", "label"]], on=["request_id", "row"])

@@ -13,6 +13,7 @@ from treadle.monitoring.monitor import (
     read_feedback,
     read_since,
 )
+from treadle.tracking.context import active
 
 
 def labelled(
@@ -21,19 +22,26 @@ def labelled(
     until: float | None = None,
     *,
     label: str = "label",
+    project: str | None = None,
     settings: Settings | None = None,
 ) -> Any:
     """The inputs a deployment's model servers logged between `since` and `until` (Unix
-    seconds) that have a label, as a DataFrame with the input columns and `label`."""
+    seconds) that have a label, as a DataFrame with the input columns and `label`.
+    The project defaults to the current one (TREADLE_PROJECT)."""
     import time
 
     import pandas as pd
 
-    settings = settings or load_settings()
+    if settings is None:  # inside a run: the home and project the run is recorded in
+        current = active()
+        settings = current.store.settings if current is not None else load_settings()
+    project = project or settings.project
     frame = read_since(
-        predictions_dir(settings.home, deployment), since, time.time() if until is None else until
+        predictions_dir(settings.home, project, deployment),
+        since,
+        time.time() if until is None else until,
     )
-    labels = read_feedback(feedback_dir(settings.home, deployment))
+    labels = read_feedback(feedback_dir(settings.home, project, deployment))
     if not len(frame) or not len(labels):
         return pd.DataFrame(columns=[label])
     joined = frame.merge(labels[["request_id", "row", "label"]], on=["request_id", "row"])

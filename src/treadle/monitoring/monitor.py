@@ -40,12 +40,14 @@ def _safe(label: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
 
 
-def predictions_dir(home: Path, deployment: str) -> Path:
-    return home / "predictions" / _safe(deployment)
+def predictions_dir(home: Path, project: str, deployment: str) -> Path:
+    """Where a project's deployment's model servers log predictions (as the serving
+    layer writes them)."""
+    return home / "predictions" / _safe(project) / _safe(deployment)
 
 
-def feedback_dir(home: Path, deployment: str) -> Path:
-    return home / "feedback" / _safe(deployment)
+def feedback_dir(home: Path, project: str, deployment: str) -> Path:
+    return home / "feedback" / _safe(project) / _safe(deployment)
 
 
 def new_monitor(
@@ -74,11 +76,22 @@ def new_monitor(
         raise InvalidInputError(
             f"thresholds: {unknown[0]!r} is not a threshold", f"known: {', '.join(sorted(known))}"
         )
+    words = {"method_numeric", "method_categorical"}
+    for key, value in given.items():
+        if key in words:
+            if not isinstance(value, str):
+                raise InvalidInputError(f"thresholds: {key} must be a method name")
+        elif isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidInputError(f"thresholds: {key} must be a number, not {value!r}")
+        elif not math.isfinite(value) or value < 0:
+            raise InvalidInputError(f"thresholds: {key} must be a finite number >= 0")
     drift_given = {k: v for k, v in given.items() if k not in DEFAULTS}
     try:
         Thresholds(**drift_given)
     except TypeError as exc:
         raise InvalidInputError(f"thresholds: {exc}") from None
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"thresholds: {exc.message}", exc.hint) from None
     rule_grammar.parse_all(list(rules))
     at = time.time() if now is None else now
     return MonitorRecord(
@@ -191,14 +204,15 @@ def performance(predictions: Sequence[Any], labels: Sequence[Any]) -> dict[str, 
     n = len(labels)
     if n == 0:
         return {"labelled": 0}
+    zero_one = {"0", "1", "true", "false", "0.0", "1.0"}
     label_set = {json.dumps(v) for v in labels}
     numeric_predictions = all(_is_number(p) for p in predictions)
-    float_predictions = numeric_predictions and any(
-        isinstance(p, float) and not float(p).is_integer() for p in predictions
-    )
-    binary = label_set <= {"0", "1", "true", "false", "0.0", "1.0"}
+    # a regressor predicts floats (whole ones too); a classifier ints, bools or strings
+    float_predictions = numeric_predictions and any(isinstance(p, float) for p in predictions)
+    scores = float_predictions and all(0.0 <= float(p) <= 1.0 for p in predictions)
+    binary = label_set <= zero_one and (scores or {json.dumps(p) for p in predictions} <= zero_one)
     out: dict[str, Any] = {"labelled": n}
-    if float_predictions and not binary:  # a regressor
+    if float_predictions and not (binary and scores):  # a regressor
         p = np.asarray(predictions, dtype=float)
         y = np.asarray(labels, dtype=float)
         out["mae"] = float(np.mean(np.abs(p - y)))
@@ -207,10 +221,10 @@ def performance(predictions: Sequence[Any], labels: Sequence[Any]) -> dict[str, 
     predicted: list[Any]
     actual: list[Any]
     if float_predictions:  # scores for binary labels
-        scores = np.asarray(predictions, dtype=float)
+        scored = np.asarray(predictions, dtype=float)
         y = np.asarray([float(v) for v in labels]) > 0.5
-        out["auc"] = _auc(scores, y)
-        predicted = [int(s >= 0.5) for s in scores]
+        out["auc"] = _auc(scored, y)
+        predicted = [int(s >= 0.5) for s in scored]
         actual = [int(v) for v in y]
     elif binary:
         predicted = [int(p in (1, True)) for p in predictions]
@@ -274,6 +288,7 @@ class Monitoring:
         self.announce = announce
         self._profiles: dict[tuple[str, str, int], dict[str, Any] | None] = {}
         self._scraped: dict[str, tuple[float, float]] = {}
+        self._projects: dict[str, str] = {}
 
     # -- the loop ---------------------------------------------------------------------
 
@@ -304,16 +319,24 @@ class Monitoring:
         ready = self.clock() - LAG_SECONDS - wait
         if ready <= monitor.cursor:
             return 0
-        frame = read_since(predictions_dir(home, monitor.deployment), monitor.cursor, ready)
+        project = self._project_name(monitor.project_id)
+        frame = read_since(
+            predictions_dir(home, project, monitor.deployment), monitor.cursor, ready
+        )
         windows: list[tuple[float, float, Any]] = []
         if monitor.window_kind == "rows":
             size = monitor.window_size
             start = monitor.cursor
-            for first in range(0, len(frame) - size + 1, size):
-                part = frame.iloc[first : first + size]
-                end = float(part["ts"].iloc[-1])
+            ts = frame["ts"].to_numpy() if len(frame) else []
+            first = 0
+            while len(frame) - first >= size:
+                last = first + size  # rows of the same instant (one request) stay together
+                while last < len(frame) and ts[last] == ts[last - 1]:
+                    last += 1
+                part = frame.iloc[first:last]
+                end = float(ts[last - 1])
                 windows.append((start, end, part))
-                start = end
+                start, first = end, last
         else:
             start = monitor.cursor
             while start + monitor.window_size <= ready:
@@ -421,7 +444,8 @@ class Monitoring:
     def _performance(self, monitor: MonitorRecord, part: Any) -> dict[str, Any]:
         if "prediction" not in part:
             return {"labelled": 0}
-        labels = read_feedback(feedback_dir(self.store.settings.home, monitor.deployment))
+        project = self._project_name(monitor.project_id)
+        labels = read_feedback(feedback_dir(self.store.settings.home, project, monitor.deployment))
         if not len(labels):
             return {"labelled": 0}
         joined = part[["request_id", "row", "prediction", "version"]].merge(
@@ -435,6 +459,11 @@ class Monitoring:
             )
         out["by_version"] = by_version
         return out
+
+    def _project_name(self, project_id: str) -> str:
+        if project_id not in self._projects:
+            self._projects = {p.id: p.name for p in self.store.projects.list_projects()}
+        return self._projects[project_id]
 
     def _profile(self, project_id: str, model: str, version: int) -> dict[str, Any] | None:
         key = (project_id, model, version)

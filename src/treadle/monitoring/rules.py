@@ -47,7 +47,7 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
     "!=": operator.ne,
 }
 _RULE = re.compile(
-    r"^\s*(?:(?P<name>[A-Za-z][\w.-]{0,63})\s*:\s*)?"
+    r"^\s*(?:(?!feature:)(?P<name>[A-Za-z][\w.-]{0,63})\s*:\s*)?"
     r"(?P<metric>[A-Za-z_][\w.:-]*)\s*(?P<op>>=|<=|==|!=|>|<)\s*"
     r"(?P<value>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
     r"(?:\s+for\s+(?P<n>\d+)\s+windows?)?\s*$"

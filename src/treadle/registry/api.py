@@ -47,8 +47,9 @@ def register_model(
 ) -> ModelVersionRecord:
     """Save `model` as a new version of registered model `name`.
 
-    The signature (columns and dtypes) is inferred from `input_example`; the reference
-    profile for monitoring from `training_data` (default: the example). Inside a step or
+    The signature (columns and dtypes) is inferred from `input_example` (default: the
+    first rows of `training_data`); the reference profile for monitoring from
+    `training_data` (default: the example). Inside a step or
     a `start_run()` block the version records the run, the step run and the sha256 of
     the step's inputs; `metrics` default to the run's metrics so far.
     """
@@ -69,6 +70,9 @@ def register_model(
     signature = None
     example_rows: list[dict[str, Any]] = []
     profile = None
+    if input_example is None and training_data is not None:
+        frame = training_data if isinstance(training_data, pd.DataFrame) else None
+        input_example = frame.head(5) if frame is not None else None
     if input_example is not None:
         output = None
         if callable(getattr(model, "predict", None)):

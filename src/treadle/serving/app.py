@@ -424,13 +424,17 @@ class ModelServer:
             except orjson.JSONDecodeError:
                 raise HTTPError(400, "the body is not JSON", "body") from None
             items = body.get("feedback") if isinstance(body, dict) else None
+            listed = items is not None
             if items is None:
                 items = [body]
             if not isinstance(items, list) or not items or len(items) > 100_000:
                 raise HTTPError(422, "feedback must be a list of 1 to 100,000 items", "feedback")
             state = self.state
             dtype = state.router.primary.signature.dtypes.get("prediction") if state else None
-            accepted = [self._check_feedback(item, i, dtype) for i, item in enumerate(items)]
+            accepted = [
+                self._check_feedback(item, f"feedback[{i}]." if listed else "", dtype)
+                for i, item in enumerate(items)
+            ]
         except HTTPError as error:
             await self._error(send, error)
             return
@@ -445,9 +449,8 @@ class ModelServer:
         await _respond(send, 202, orjson.dumps({"accepted": count}), JSON_HEADERS)
 
     def _check_feedback(
-        self, item: Any, index: int, dtype: str | None
+        self, item: Any, where: str, dtype: str | None
     ) -> tuple[str, int, list[tuple[int, Any]]]:
-        where = f"feedback[{index}]." if index else ""
         if not isinstance(item, dict):
             raise HTTPError(422, f"{where or 'the body'} must be an object", where or "body")
         request_id = item.get("request_id")

@@ -210,13 +210,14 @@ def _safe(label: str) -> str:
 
 
 def prediction_folder(store: StoreView, label: str) -> Path:
-    """Under the home of whoever runs the server, whatever store it reads models from."""
-    return store.settings.home / "predictions" / _safe(label)
+    """Under the home of whoever runs the server, whatever store it reads models from,
+    by project: deployments of the same name in two projects keep separate logs."""
+    return store.settings.home / "predictions" / _safe(store.settings.project) / _safe(label)
 
 
 def feedback_folder(store: StoreView, label: str) -> Path:
     """Where the labels sent to `POST /feedback` go, beside the prediction log."""
-    return store.settings.home / "feedback" / _safe(label)
+    return store.settings.home / "feedback" / _safe(store.settings.project) / _safe(label)
 
 
 def run(

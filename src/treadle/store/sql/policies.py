@@ -115,15 +115,21 @@ class SqlPolicyStore:
             conn.execute("DELETE FROM policies WHERE id = :id", {"id": policy_id})
 
     def claim(
-        self, policy: PolicyRecord, event_id: str, steps: list[dict[str, Any]], at: float
+        self,
+        policy: PolicyRecord,
+        event_id: str,
+        steps: list[dict[str, Any]],
+        at: float,
+        state: str = "running",
     ) -> PolicyRunRecord | None:
-        """Start acting on an event, once: None if this policy already did."""
+        """Start acting on an event, once: None if this policy already did. An event
+        the policy lets go is claimed as `ignored`."""
         run_id = new_id()
         with self._db.write() as conn:
             conn.execute(
                 "INSERT INTO policy_runs (id, policy_id, project_id, event_id, state, step, "
                 "steps, context, created_at, updated_at) VALUES (:id, :policy, :project, "
-                ":event, 'running', 'run', :steps, '{}', :at, :at) "
+                ":event, :state, 'run', :steps, '{}', :at, :at) "
                 "ON CONFLICT (policy_id, event_id) DO NOTHING",
                 {
                     "id": run_id,
@@ -132,10 +138,32 @@ class SqlPolicyStore:
                     "event": event_id,
                     "steps": json.dumps(steps),
                     "at": at,
+                    "state": state,
                 },
             )
             rows = conn.execute("SELECT * FROM policy_runs WHERE id = :id", {"id": run_id})
         return _run(rows[0]) if rows else None
+
+    def pending_events(
+        self, policy: PolicyRecord, kind: str, limit: int = 200
+    ) -> list[dict[str, Any]]:
+        """Events of `kind` in the policy's project since it was made that it has not
+        looked at yet (acted on or let go), oldest first, as raw rows."""
+        with self._db.read() as conn:
+            rows = conn.execute(
+                "SELECT e.id FROM events e WHERE e.project_id = :p AND e.kind = :kind "
+                "AND e.created_at >= :since AND NOT EXISTS (SELECT 1 FROM policy_runs r "
+                "WHERE r.policy_id = :policy AND r.event_id = e.id) "
+                "ORDER BY e.created_at, e.id LIMIT :limit",
+                {
+                    "p": policy.project_id,
+                    "kind": kind,
+                    "since": policy.created_at,
+                    "policy": policy.id,
+                    "limit": limit,
+                },
+            )
+        return [dict(r) for r in rows]
 
     def update(
         self,
@@ -186,6 +214,8 @@ class SqlPolicyStore:
         if state is not None:
             where.append("state = :state")
             args["state"] = state
+        else:  # events a policy let go are not runs of it
+            where.append("state <> 'ignored'")
         clause = f"WHERE {' AND '.join(where)} " if where else ""
         with self._db.read() as conn:
             rows = conn.execute(
