@@ -198,53 +198,63 @@ def _is_number(value: Any) -> bool:
 
 
 def performance(predictions: Sequence[Any], labels: Sequence[Any]) -> dict[str, Any]:
-    """Classifier or regressor metrics of labelled predictions."""
+    """Classifier or regressor metrics of labelled predictions (vectorised: a window can
+    hold a million)."""
     import numpy as np
 
     n = len(labels)
     if n == 0:
         return {"labelled": 0}
-    zero_one = {"0", "1", "true", "false", "0.0", "1.0"}
-    label_set = {json.dumps(v) for v in labels}
-    numeric_predictions = all(_is_number(p) for p in predictions)
+    zero_one = {0, 1}  # True and False are 1 and 0 here
+    seen_labels, seen_predictions = set(labels), set(predictions)
+    numeric = all(_is_number(p) for p in seen_predictions)
     # a regressor predicts floats (whole ones too); a classifier ints, bools or strings
-    float_predictions = numeric_predictions and any(isinstance(p, float) for p in predictions)
-    scores = float_predictions and all(0.0 <= float(p) <= 1.0 for p in predictions)
-    binary = label_set <= zero_one and (scores or {json.dumps(p) for p in predictions} <= zero_one)
+    floats = numeric and any(isinstance(p, float) for p in seen_predictions)
+    scores = floats and all(0.0 <= float(p) <= 1.0 for p in seen_predictions)
+    zero_one_labels = (
+        all(_is_number(v) or isinstance(v, bool) for v in seen_labels)
+        and {float(v) for v in seen_labels} <= zero_one
+    )
+    binary = zero_one_labels and (
+        scores
+        or (
+            all(_is_number(p) or isinstance(p, bool) for p in seen_predictions)
+            and {float(p) for p in seen_predictions} <= zero_one
+        )
+    )
     out: dict[str, Any] = {"labelled": n}
-    if float_predictions and not (binary and scores):  # a regressor
+    if floats and not (binary and scores):  # a regressor
         p = np.asarray(predictions, dtype=float)
         y = np.asarray(labels, dtype=float)
         out["mae"] = float(np.mean(np.abs(p - y)))
         out["rmse"] = float(math.sqrt(np.mean((p - y) ** 2)))
         return out
-    predicted: list[Any]
-    actual: list[Any]
-    if float_predictions:  # scores for binary labels
+    if floats:  # scores for binary labels
         scored = np.asarray(predictions, dtype=float)
-        y = np.asarray([float(v) for v in labels]) > 0.5
-        out["auc"] = _auc(scored, y)
-        predicted = [int(s >= 0.5) for s in scored]
-        actual = [int(v) for v in y]
+        actual = np.asarray(labels, dtype=float) > 0.5
+        out["auc"] = _auc(scored, actual)
+        predicted = scored >= 0.5
     elif binary:
-        predicted = [int(p in (1, True)) for p in predictions]
-        actual = [int(v in (1, True)) for v in labels]
+        predicted = np.asarray(predictions, dtype=float) == 1.0
+        actual = np.asarray(labels, dtype=float) == 1.0
     else:
-        predicted = [json.dumps(p) for p in predictions]
-        actual = [json.dumps(v) for v in labels]
-    hits = sum(1 for a, b in zip(predicted, actual, strict=True) if a == b)
-    out["accuracy"] = hits / n
+        predicted = np.asarray([json.dumps(v) for v in predictions], dtype=object)
+        actual = np.asarray([json.dumps(v) for v in labels], dtype=object)
+    out["accuracy"] = float(np.mean(predicted == actual))
     out["f1"] = _f1(predicted, actual, binary)
     return out
 
 
-def _f1(predicted: Sequence[Any], actual: Sequence[Any], binary: bool) -> float:
-    classes = [1] if binary else sorted(set(actual) | set(predicted), key=str)
+def _f1(predicted: Any, actual: Any, binary: bool) -> float:
+    import numpy as np
+
+    classes = [True] if binary else sorted(set(actual.tolist()) | set(predicted.tolist()))
     scores = []
     for c in classes:
-        tp = sum(1 for p, a in zip(predicted, actual, strict=True) if p == c and a == c)
-        fp = sum(1 for p, a in zip(predicted, actual, strict=True) if p == c and a != c)
-        fn = sum(1 for p, a in zip(predicted, actual, strict=True) if p != c and a == c)
+        p, a = predicted == c, actual == c
+        tp = int(np.sum(p & a))
+        fp = int(np.sum(p & ~a))
+        fn = int(np.sum(~p & a))
         scores.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0)
     return float(sum(scores) / len(scores))
 
