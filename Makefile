@@ -27,6 +27,7 @@ test: lint
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
+	command -v wrk >/dev/null || (apt-get install -y wrk || (apt-get update && apt-get install -y wrk))
 	$(BIN)/python benchmarks/run_all.py
 
 clean:
