@@ -3,7 +3,8 @@
 
 Target (monitoring issue): the log keeps up with the request rate (every prediction
 logged, none dropped) and slows the server by no more than 5 %. The two servers take
-turns, several rounds, so a drift of the machine's speed falls on both.
+turns, several rounds, the first of each round alternating, so a drift of the machine's
+speed falls on both.
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ def main() -> None:
         rates: dict[str, list[float]] = {"on": [], "off": []}
         complete = True
         for round_ in range(args.rounds):
-            for mode in ("on", "off"):
+            # which server goes first alternates: a machine that speeds up or slows down
+            # over the run favours neither
+            for mode in ("on", "off") if round_ % 2 == 0 else ("off", "on"):
                 port = serving.free_port()
                 flag = "--log-predictions" if mode == "on" else "--no-log-predictions"
                 args_ = ["serve", f"{serving.MODEL_NAME}@{serving.ALIAS}", "--port", str(port)]
