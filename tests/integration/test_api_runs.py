@@ -46,7 +46,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, tre
         stderr=subprocess.STDOUT,
     )
     try:
-        assert wait_for(lambda: "trd_" in log.read_text(), 30), log.read_text()
+        # the token is printed before the server listens: wait until it says it is up
+        assert wait_for(lambda: "treadle is up" in log.read_text(), 30), log.read_text()
         token = re.search(r"trd_[A-Za-z0-9_-]+", log.read_text())
         assert token is not None
         with treadle.Client(f"http://127.0.0.1:{port}", token.group(0), project="default") as c:
