@@ -193,3 +193,14 @@ def _environments(tables: Any, env: Mapping[str, str], home: Path) -> dict[str, 
             requires=str(requires) if requires else None,
         )
     return out
+
+
+def deployment_log(home: Path, log: str, project: str, deployment: str) -> Path:
+    """Where a deployment's model servers keep a log (`predictions` or `feedback`), under
+    the home of whoever runs them, by project: the one layout the servers that write and
+    the monitors that read share."""
+
+    def safe(label: str) -> str:
+        return "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
+
+    return home / log / safe(project) / safe(deployment)

@@ -76,3 +76,8 @@ class CorruptArtifactError(TreadleError):
 
     http_status = 500
     default_hint = "delete the file and re-run the step that produced it with --no-cache"
+
+
+def describe(exc: BaseException) -> str:
+    """An error in one line: treadle's own message, or the exception's type and text."""
+    return exc.message if isinstance(exc, TreadleError) else f"{type(exc).__name__}: {exc}"

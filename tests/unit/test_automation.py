@@ -752,7 +752,7 @@ def test_render_params_takes_event_fields_and_keeps_literals() -> None:
             "mode": "fast",
         }
     )
-    assert render_params(trigger, PAYLOAD) == {
+    assert render_params(trigger.params, PAYLOAD) == {
         "model": "churn@3",
         "accuracy": "0.91",
         "first": "a",
@@ -765,7 +765,7 @@ def test_render_params_takes_event_fields_and_keeps_literals() -> None:
 def test_render_params_names_a_missing_field() -> None:
     trigger = a_trigger(params={"source": "$event.metrics.auc"})
     with pytest.raises(InvalidInputError) as caught:
-        render_params(trigger, PAYLOAD)
+        render_params(trigger.params, PAYLOAD)
     assert "'metrics.auc'" in caught.value.message and "'source'" in caught.value.message
 
 
@@ -776,12 +776,12 @@ def test_lookup_and_filters_follow_dotted_paths() -> None:
     assert lookup(PAYLOAD, "metrics.accuracy.deeper") is None
     assert lookup(PAYLOAD, "nope") is None
 
-    assert matches(a_trigger(), PAYLOAD)  # no filter: everything
-    assert matches(a_trigger(filter={"model": "churn", "metrics.accuracy": "0.91"}), PAYLOAD)
-    assert matches(a_trigger(filter={"version": "3", "items.0.name": "a"}), PAYLOAD)
-    assert not matches(a_trigger(filter={"model": "fraud"}), PAYLOAD)
-    assert not matches(a_trigger(filter={"model": "churn", "items.1.name": "a"}), PAYLOAD)
-    assert not matches(a_trigger(filter={"metrics.auc": "0.5"}), PAYLOAD)
+    assert matches(a_trigger().filter, PAYLOAD)  # no filter: everything
+    assert matches(a_trigger(filter={"model": "churn", "metrics.accuracy": "0.91"}).filter, PAYLOAD)
+    assert matches(a_trigger(filter={"version": "3", "items.0.name": "a"}).filter, PAYLOAD)
+    assert not matches(a_trigger(filter={"model": "fraud"}).filter, PAYLOAD)
+    assert not matches(a_trigger(filter={"model": "churn", "items.1.name": "a"}).filter, PAYLOAD)
+    assert not matches(a_trigger(filter={"metrics.auc": "0.5"}).filter, PAYLOAD)
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from treadle.automation import cron
-from treadle.errors import TreadleError
+from treadle.errors import describe
 from treadle.store.records import RunRecord, ScheduleRecord, new_id
 
 GRACE_SECONDS = 60.0
@@ -130,7 +130,7 @@ class Scheduler:
                     continue
                 fired += self._handle(s, now)
             except Exception as exc:  # one bad schedule does not stop the others
-                said = exc.message if isinstance(exc, TreadleError) else repr(exc)
+                said = describe(exc)
                 self.announce(f"schedule {s.name}: {said}")
         return fired
 
@@ -174,7 +174,7 @@ class Scheduler:
         try:
             run = self.launch(s.project_id, s.pipeline, dict(s.params), cause, s.created_by)
         except Exception as exc:  # the pipeline's code may raise anything on import
-            said = exc.message if isinstance(exc, TreadleError) else f"{type(exc).__name__}: {exc}"
+            said = describe(exc)
             outcome = f"failed to start: {said}"
             automation.finish_fire(fire_id, None, outcome)
             self.announce(f"schedule {s.name}: {outcome}")

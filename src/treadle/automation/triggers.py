@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from treadle.automation.scheduler import Launch
-from treadle.errors import AccessError, InvalidInputError, TreadleError
+from treadle.errors import AccessError, InvalidInputError, describe
 from treadle.store.records import EventRecord, RunRecord, TriggerRecord, new_id
 
 KINDS = (
@@ -94,16 +94,17 @@ def lookup(payload: Mapping[str, Any], path: str) -> Any:
     return value
 
 
-def matches(trigger: TriggerRecord, payload: Mapping[str, Any]) -> bool:
-    return all(str(lookup(payload, k)) == str(v) for k, v in trigger.filter.items())
+def matches(where: Mapping[str, Any], payload: Mapping[str, Any]) -> bool:
+    """Whether the payload has each value of `where` at its dotted path."""
+    return all(str(lookup(payload, k)) == str(v) for k, v in where.items())
 
 
-def render_params(trigger: TriggerRecord, payload: Mapping[str, Any]) -> dict[str, str]:
+def render_params(params: Mapping[str, str], payload: Mapping[str, Any]) -> dict[str, str]:
     """The run's parameters: literals as given, `$event.x.y` from the payload."""
     import json
 
     out: dict[str, str] = {}
-    for key, value in trigger.params.items():
+    for key, value in params.items():
         if value.startswith("$event."):
             found = lookup(payload, value.removeprefix("$event."))
             if found is None:
@@ -210,7 +211,7 @@ class Dispatcher:
         fire_id = automation.claim_trigger_fire(trigger.id, event.id, self.clock())
         if fire_id is None:
             return trigger.name, None, "already handled"
-        if not matches(trigger, event.payload):
+        if not matches(trigger.filter, event.payload):
             automation.finish_trigger_fire(fire_id, None, "ignored: the filter does not match")
             return trigger.name, None, "ignored"
         cause = {
@@ -222,12 +223,12 @@ class Dispatcher:
             "event": _brief(event.payload),
         }
         try:
-            params = render_params(trigger, event.payload)
+            params = render_params(trigger.params, event.payload)
             run: RunRecord = self.launch(
                 trigger.project_id, trigger.pipeline, params, cause, trigger.created_by
             )
         except Exception as exc:  # the pipeline's code may raise anything on import
-            said = exc.message if isinstance(exc, TreadleError) else f"{type(exc).__name__}: {exc}"
+            said = describe(exc)
             outcome = f"failed to start: {said}"
             automation.finish_trigger_fire(fire_id, None, outcome)
             self.announce(f"trigger {trigger.name}: {outcome}")

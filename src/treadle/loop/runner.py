@@ -17,10 +17,10 @@ from collections.abc import Callable
 from typing import Any
 
 from treadle.automation.scheduler import Launch
-from treadle.automation.triggers import lookup, render_params
-from treadle.errors import NotFoundError, TreadleError
+from treadle.automation.triggers import matches, render_params
+from treadle.errors import NotFoundError, describe
 from treadle.loop.policy import LOWER_IS_BETTER, Policy, parse
-from treadle.store.records import EventRecord, PolicyRecord, PolicyRunRecord, TriggerRecord
+from treadle.store.records import EventRecord, PolicyRecord, PolicyRunRecord
 from treadle.types import RunState
 
 
@@ -48,9 +48,7 @@ class PolicyRunner:
             try:
                 self.advance(run)
             except Exception as exc:  # a policy run that breaks ends; the champion serves on
-                said = (
-                    exc.message if isinstance(exc, TreadleError) else f"{type(exc).__name__}: {exc}"
-                )
+                said = describe(exc)
                 self._finish(
                     run, "failed", f"error: {said}; the champion keeps serving", step=run.step
                 )
@@ -72,7 +70,7 @@ class PolicyRunner:
         policy = parse(record.spec)
         for event in self._pending(record, policy):
             now = self.clock()
-            if not all(str(lookup(event.payload, k)) == v for k, v in policy.where.items()):
+            if not matches(policy.where, event.payload):
                 self.store.policies.claim(record, event.id, [], now, state="ignored")
                 continue
             first = [
@@ -89,14 +87,12 @@ class PolicyRunner:
                 "event": event.payload,
             }
             try:
-                params = render_params(_params_trigger(record, policy), event.payload)
+                params = render_params(policy.params, event.payload)
                 started = self.launch(
                     record.project_id, policy.pipeline, params, cause, record.created_by
                 )
             except Exception as exc:
-                said = (
-                    exc.message if isinstance(exc, TreadleError) else f"{type(exc).__name__}: {exc}"
-                )
+                said = describe(exc)
                 self._finish(run, "failed", f"the retraining run did not start: {said}", step="run")
                 continue
             self.announce(f"policy {record.name}: run {started.id[:8]} started for {event.kind}")
@@ -379,21 +375,6 @@ class PolicyRunner:
 
 def _step(step: str, status: str, detail: str, at: float, **extra: Any) -> dict[str, Any]:
     return {"step": step, "status": status, "detail": detail, "at": at, **extra}
-
-
-def _params_trigger(record: PolicyRecord, policy: Policy) -> TriggerRecord:
-    return TriggerRecord(
-        id=record.id,
-        project_id=record.project_id,
-        name=record.name,
-        kind=policy.event,
-        pipeline=policy.pipeline,
-        params=policy.params,
-        filter={},
-        enabled=True,
-        created_by=record.created_by,
-        created_at=record.created_at,
-    )
 
 
 def _brief(payload: dict[str, Any]) -> str:

@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from treadle.config import deployment_log
 from treadle.errors import InvalidInputError, NotFoundError, TreadleError
 from treadle.monitoring import rules as rule_grammar
 from treadle.store.records import MonitorRecord, new_id
@@ -36,18 +37,13 @@ INPUT = "input."
 DEFAULTS: dict[str, Any] = {"label_wait": 0.0}
 
 
-def _safe(label: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
-
-
 def predictions_dir(home: Path, project: str, deployment: str) -> Path:
-    """Where a project's deployment's model servers log predictions (as the serving
-    layer writes them)."""
-    return home / "predictions" / _safe(project) / _safe(deployment)
+    """Where a project's deployment's model servers log predictions."""
+    return deployment_log(home, "predictions", project, deployment)
 
 
 def feedback_dir(home: Path, project: str, deployment: str) -> Path:
-    return home / "feedback" / _safe(project) / _safe(deployment)
+    return deployment_log(home, "feedback", project, deployment)
 
 
 def new_monitor(

@@ -42,6 +42,8 @@ FORMAT = 1
 MANIFEST = "treadle.json"
 SUFFIX = ".treadle"
 SOURCE_PREFIX = "package:"
+UNREADABLE = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError)
+"""What reading a damaged zip member raises."""
 MAX_FILES = 2000
 MAX_BYTES = 64 * 1024 * 1024
 # folders never packaged: tooling, caches, environments and build output
@@ -329,7 +331,7 @@ def read_package(data: bytes) -> Package:
             )
         try:
             raw = json.loads(archive.read(members.pop(MANIFEST)))
-        except (ValueError, zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError):
+        except (ValueError, *UNREADABLE):
             raise InvalidInputError(f"the package's {MANIFEST} is not JSON") from None
         if not isinstance(raw, dict) or raw.get("format") != FORMAT:
             raise InvalidInputError(f"the package's format is not {FORMAT}")
@@ -347,7 +349,7 @@ def read_package(data: bytes) -> Package:
                 raise InvalidInputError(f"package member {name!r} is outside src/")
             try:
                 content = archive.read(info)
-            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+            except UNREADABLE as exc:
                 raise InvalidInputError(
                     f"package member {name!r} cannot be read: {exc}",
                     "the file is damaged: build it again",

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, cast
 
+from treadle.config import deployment_log
 from treadle.models.format import Manifest
 from treadle.registry.refs import ModelRef, parse_ref, resolve
 from treadle.serving import deployments
@@ -205,19 +206,15 @@ def build(
     return server, watcher
 
 
-def _safe(label: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
-
-
 def prediction_folder(store: StoreView, label: str) -> Path:
     """Under the home of whoever runs the server, whatever store it reads models from,
     by project: deployments of the same name in two projects keep separate logs."""
-    return store.settings.home / "predictions" / _safe(store.settings.project) / _safe(label)
+    return deployment_log(store.settings.home, "predictions", store.settings.project, label)
 
 
 def feedback_folder(store: StoreView, label: str) -> Path:
     """Where the labels sent to `POST /feedback` go, beside the prediction log."""
-    return store.settings.home / "feedback" / _safe(store.settings.project) / _safe(label)
+    return deployment_log(store.settings.home, "feedback", store.settings.project, label)
 
 
 def run(
