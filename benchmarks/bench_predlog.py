@@ -23,6 +23,10 @@ import serving
 TARGET_SLOWDOWN = 0.05
 
 
+def _median(values: list[float]) -> float | None:
+    return round(statistics.median(values), 1) if values else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=8, help="seconds per wrk run")
@@ -39,6 +43,9 @@ def main() -> None:
         serving.emit(benchmark="predlog_setup", **serving.machine(), duration_s=args.duration)
         bench = serving.Bench(tmp, args.duration, {})
         rates: dict[str, list[float]] = {"on": [], "off": []}
+        # the server's CPU time per request: less sensitive than the rate to whatever
+        # else the machine is doing, since both servers are saturated by the same load
+        cpu_us: dict[str, list[float]] = {"on": [], "off": []}
         complete = True
         for round_ in range(args.rounds):
             # which server goes first alternates: a machine that speeds up or slows down
@@ -65,6 +72,9 @@ def main() -> None:
                     )
                     served, dropped = serving.served_and_dropped(port)
                 rates[mode].append(result.requests_per_s)
+                cores = bench.cpu[(f"predlog_{mode}", "predict", 16)].get("server_cpu_cores")
+                if cores is not None and result.requests:
+                    cpu_us[mode].append(cores * result.seconds / result.requests * 1e6)
                 if mode == "on":
                     logged = serving.logged_rows(home / "predictions") - before
                     complete &= logged + dropped == served and dropped == 0
@@ -75,6 +85,8 @@ def main() -> None:
             requests_per_s_logging=round(on, 1),
             requests_per_s_not_logging=round(off, 1),
             slowdown=round(slowdown, 4),
+            server_cpu_us_per_request_logging=_median(cpu_us["on"]),
+            server_cpu_us_per_request_not_logging=_median(cpu_us["off"]),
             every_prediction_logged=complete,
             rounds=args.rounds,
             target_slowdown=TARGET_SLOWDOWN,

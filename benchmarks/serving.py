@@ -36,7 +36,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -559,6 +559,7 @@ class Bench:
     tmp: Path
     duration_s: int
     results: dict[tuple[str, str, int], WrkResult]
+    cpu: dict[tuple[str, str, int], dict[str, float]] = field(default_factory=dict)
 
     def measure(
         self,
@@ -584,6 +585,7 @@ class Bench:
                     (rows_after - rows) / (calls_after - calls), 2
                 )
         self.results[(key, endpoint, connections)] = result
+        self.cpu[(key, endpoint, connections)] = cpu
         emit(
             benchmark=f"serving_{key}_{endpoint}_c{connections}",
             server=server.label,

@@ -75,7 +75,7 @@ class PredictionLog:
         folder: Path,
         *,
         max_queue: int = 50_000,
-        flush_rows: int = 2_000,
+        flush_rows: int = 10_000,
         flush_seconds: float = 0.5,
     ) -> None:
         self.folder = folder
@@ -86,10 +86,14 @@ class PredictionLog:
         self.written = 0
         self.segments = 0
         self._queue: collections.deque[tuple[Any, ...]] = collections.deque()
-        # imported now, not at the first flush: a first import in the writer thread would
-        # hold the interpreter for a third of a second while requests wait
-        import pyarrow.parquet  # noqa: F401
+        # Everything the writer will import, imported now: a first import in the writer
+        # thread (pyarrow brings in pandas at its first numpy conversion) would hold the
+        # interpreter for a third of a second while requests wait.
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.parquet
 
+        pa.array(np.zeros(1))
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="treadle-predlog", daemon=True)
@@ -130,50 +134,56 @@ class PredictionLog:
         self.flush()
 
     def flush(self) -> None:
-        while self._queue:
-            items: list[tuple[Any, ...]] = []
-            while self._queue and len(items) < self.flush_rows:
-                items.append(self._queue.popleft())
-            self._write(items)
+        queue = self._queue
+        while queue:
+            pop = queue.popleft
+            self._write([pop() for _ in range(min(len(queue), self.flush_rows))])
 
     def _write(self, items: list[tuple[Any, ...]]) -> None:
-        """One segment per distinct column set (a new version may bring a new signature).
-        Inputs become typed `input.<column>` columns, built column-wise so the thread
-        holds the interpreter lock for as short a time as it can."""
+        """One segment per distinct column set and signature (a new version may bring a
+        new one). The writer shares the interpreter with the request loop, so what it
+        does per row is kept to list comprehensions and single numpy/Arrow calls."""
         groups: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
+        columns: Any = None
+        dtypes: Any = None
+        group: list[tuple[Any, ...]] = []
         for item in items:
-            key = (tuple(item[5]), tuple(sorted((item[8] or {}).items())))
-            groups.setdefault(key, []).append(item)
-        for (columns, _), group in groups.items():
-            self._write_group(columns, group)
+            # requests of one signature come in runs; a key is made only where a run starts
+            if item[5] != columns or item[8] is not dtypes:
+                columns, dtypes = item[5], item[8]
+                group = groups.setdefault((tuple(columns), id(dtypes)), [])
+            group.append(item)
+        for (names, _), same in groups.items():
+            self._write_group(names, same)
 
     def _write_group(self, columns: tuple[str, ...], items: list[tuple[Any, ...]]) -> None:
+        import numpy as np
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        ts, rids, models, versions, latencies, rows, outputs = [], [], [], [], [], [], []
         dtypes: Mapping[str, str] = items[0][8] or {}
-        for t, rid, model, version, latency, _, item_rows, item_outputs, _ in items:
-            n = len(item_rows)
-            ts += [t] * n
-            rids += [rid] * n
-            models += [model] * n
-            versions += [version] * n
-            latencies += [latency] * n
-            rows += item_rows
-            outputs += item_outputs
+        rows = [row for item in items for row in item[6]]
+        outputs = [out for item in items for out in item[7]]
+        counts = [len(item[6]) for item in items]
+        # per-request values, spread over the request's rows when a request has several
+        spread = None if len(rows) == len(items) else np.repeat(np.arange(len(items)), counts)
+
+        def per_request(index: int, type_: Any) -> Any:
+            column = pa.array([item[index] for item in items], type_)
+            return column if spread is None else column.take(spread)
+
         data: dict[str, Any] = {
-            "ts": pa.array(ts, pa.float64()),
-            "request_id": pa.array(rids, pa.string()),
-            "model": pa.array(models, pa.string()),
-            "version": pa.array(versions, pa.int64()),
-            "latency_ms": pa.array(latencies, pa.float64()),
+            "ts": per_request(0, pa.float64()),
+            "request_id": per_request(1, pa.string()),
+            "model": per_request(2, pa.string()),
+            "version": per_request(3, pa.int64()),
+            "latency_ms": per_request(4, pa.float64()),
             "prediction": _column(outputs, dtypes.get("prediction")),
         }
         matrix = _numeric_matrix(rows, columns, dtypes)
-        if matrix is not None:  # one C-speed conversion instead of a Python list per column
-            for j, name in enumerate(columns):
-                column = pa.array(matrix[:, j])
+        if matrix is not None:  # one conversion, then each column a contiguous slice
+            for name, values in zip(columns, np.ascontiguousarray(matrix.T), strict=True):
+                column = pa.array(values)
                 if _ARROW_TYPES.get(dtypes.get(name, ""), "float64") == "int64":
                     column = column.cast(pa.int64())
                 data[f"{INPUT_PREFIX}{name}"] = column
@@ -186,7 +196,9 @@ class PredictionLog:
         target_dir.mkdir(parents=True, exist_ok=True)
         name = f"{time.strftime('%H%M%S', time.gmtime())}-{os.getpid()}-{self.segments:06d}"
         tmp = target_dir / f".{name}.parquet.tmp"
-        pq.write_table(table, tmp)
+        # dictionary pages pay off for text (model names, categories), not for measurements
+        text = [f.name for f in table.schema if pa.types.is_string(f.type)]
+        pq.write_table(table, tmp, use_dictionary=text)
         os.replace(tmp, target_dir / f"{name}.parquet")
         self.segments += 1
         self.written += table.num_rows
