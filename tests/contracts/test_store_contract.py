@@ -897,3 +897,43 @@ def test_a_heartbeat_does_not_revive_a_finished_run(world: World) -> None:
     store.runs.set_run_state(run.id, RunState.FAILED, at=T0 + 1, error="boom")
     store.runs.heartbeat(run.id, T0 + 5)
     assert store.runs.get_run(run.id).heartbeat_at == T0
+
+
+# -- users -------------------------------------------------------------------------------
+
+
+def test_a_user_name_raced_by_many_writers_is_made_once_and_the_rest_conflict(
+    any_store: Store,
+) -> None:
+    """Two servers on one database making the first admin at once: one wins, the others
+    get a ConflictError (never a driver's integrity error)."""
+    barrier = threading.Barrier(6)
+    made: list[str] = []
+    refused: list[BaseException] = []
+    lock = threading.Lock()
+
+    def create() -> None:
+        # six connections open at once first, so no writer is delayed by connecting
+        with any_store.db.read() as conn:
+            conn.execute("SELECT 1")
+            barrier.wait()
+        barrier.wait()
+        try:
+            user = any_store.auth.create_user("admin", is_admin=True)
+            with lock:
+                made.append(user.id)
+        except BaseException as exc:
+            with lock:
+                refused.append(exc)
+
+    threads = [threading.Thread(target=create) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+    assert len(made) == 1
+    assert len(refused) == 5 and all(isinstance(e, ConflictError) for e in refused), refused
+    assert "choose another name" in str(refused[0])
+    assert any_store.auth.get_user("admin").id == made[0]
+    assert any_store.auth.get_user("admin").is_admin

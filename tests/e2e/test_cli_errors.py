@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,11 +29,11 @@ UNREACHABLE_DB = "postgresql+psycopg://postgres:s3cret@127.0.0.1:1/x"
 
 
 @pytest.fixture(scope="module")
-def seeded(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def seeded(tmp_path_factory: pytest.TempPathFactory, make_home: Callable[..., Path]) -> Path:
     """A home with one finished run, so "nothing written" is checked against a real store."""
     base = tmp_path_factory.mktemp("errors")
     (base / "marker").touch()
-    home = base / "home"
+    home = make_home(base / "home")
     first = treadle(home, "run", FRAGILE, "-p", f"marker={base / 'marker'}", "-e", "seed")
     assert first.returncode == 0 and first.final_state == "SUCCEEDED", str(first)
     return home

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -43,9 +44,9 @@ class Flow:
 
 
 @pytest.fixture(scope="module")
-def flow(tmp_path_factory: pytest.TempPathFactory) -> Flow:
+def flow(tmp_path_factory: pytest.TempPathFactory, make_home: Callable[..., Path]) -> Flow:
     base = tmp_path_factory.mktemp("fragile")
-    home, marker = base / "home", base / "marker"
+    home, marker = make_home(base / "home"), base / "marker"
     failed = treadle(home, "run", FRAGILE, "-p", f"marker={marker}", "--experiment", "fragile")
     run_id = failed.run_id
     before = (

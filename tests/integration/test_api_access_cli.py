@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,7 +14,7 @@ from serving_support import REPO, env, free_port, wait_for
 
 import treadle
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.every_backend]
 
 
 def cli(
@@ -34,8 +34,10 @@ def cli(
 
 
 @pytest.fixture(scope="module")
-def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str, str]]:
-    home = tmp_path_factory.mktemp("access") / "home"
+def up(
+    tmp_path_factory: pytest.TempPathFactory, make_home: Callable[..., Path], backend: str
+) -> Iterator[tuple[Path, str, str]]:
+    home = make_home(tmp_path_factory.mktemp("access") / "home", backend)
     port = free_port()
     log = home.parent / "up.log"
     process = subprocess.Popen(

@@ -14,7 +14,7 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -35,7 +35,7 @@ from treadle.errors import (
 from treadle.registry import resolve
 from treadle.store.records import MetricRecord
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.every_backend]
 
 QUICKSTART = "examples/quickstart/pipeline.py"
 MODEL = "breast-cancer"
@@ -99,8 +99,10 @@ def _seed(home: Path) -> tuple[str, str]:
 
 
 @pytest.fixture(scope="module")
-def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    home = tmp_path_factory.mktemp("client") / "home"
+def platform(
+    tmp_path_factory: pytest.TempPathFactory, make_home: Callable[..., Path], backend: str
+) -> Iterator[Platform]:
+    home = make_home(tmp_path_factory.mktemp("client") / "home", backend)
     runs = _seed(home)
     port = free_port()
     log = home.parent / "up.err"

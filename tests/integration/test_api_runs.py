@@ -7,7 +7,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -17,13 +17,15 @@ import treadle
 from treadle.errors import InvalidInputError, NotFoundError
 from treadle.types import RunState
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.every_backend]
 WAITING = REPO / "tests" / "resources" / "api_waiting.py"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, treadle.Client]]:
-    home = tmp_path_factory.mktemp("api-runs") / "home"
+def server(
+    tmp_path_factory: pytest.TempPathFactory, make_home: Callable[..., Path], backend: str
+) -> Iterator[tuple[Path, treadle.Client]]:
+    home = make_home(tmp_path_factory.mktemp("api-runs") / "home", backend)
     marker = home.parent / "seeded"
     marker.touch()
     # the pipeline is known to the server once it has run there

@@ -20,7 +20,7 @@ from typing import Any
 from treadle.automation.scheduler import Scheduler
 from treadle.automation.triggers import Dispatcher
 from treadle.config import Settings
-from treadle.errors import NotFoundError
+from treadle.errors import ConflictError, NotFoundError
 from treadle.loop.runner import PolicyRunner
 from treadle.monitoring.monitor import Monitoring
 from treadle.server.auth import issue_token
@@ -47,7 +47,10 @@ def bootstrap(store: Store) -> str | None:
         return None
     except NotFoundError:
         pass
-    admin = store.auth.create_user(ADMIN, is_admin=True)
+    try:
+        admin = store.auth.create_user(ADMIN, is_admin=True)
+    except ConflictError:
+        return None  # another server on the same database made it a moment ago
     project = store.projects.ensure_project(store.settings.project, ADMIN)
     store.auth.set_member(project.id, admin.id, "owner")
     _, secret = issue_token(store, admin, "first start")

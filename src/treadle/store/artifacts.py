@@ -1,10 +1,19 @@
 """Content-addressed artifact objects: `<root>/objects/<sha[:2]>/<sha>`.
 
-Writes land in `<root>/tmp/` first and are renamed into place, so a reader never
-sees a half-written object, even after `kill -9` mid-write. Every read checks the
-sha256. Paths are resolved only under the root. A local folder (the default) is
-served with the standard library; any other fsspec URL (`s3://`, `gs://`, `memory://`)
-goes through fsspec, imported only then.
+A reader never sees a half-written object, even after `kill -9` mid-write:
+
+- In a local folder (the default, served with the standard library) a write lands in
+  `<root>/tmp/` and is renamed into place; a rename is atomic.
+- On any other fsspec URL (`s3://`, `gs://`, `memory://`…, through fsspec, imported only
+  then) bytes whose sha256 is known up front go to their final key in one PUT, which an
+  object store makes visible whole or not at all. A streamed write goes to
+  `<root>/tmp/<random>` first, is hashed as it is written, and is then copied to its
+  final key (a server-side copy, itself atomic) and the temporary key deleted.
+
+Every read checks the sha256. Paths are resolved only under the root. Where an object
+store is and how to log in to it come from fsspec's and the cloud SDK's own settings
+(for S3: `AWS_ENDPOINT_URL` or `FSSPEC_S3_ENDPOINT_URL`, and the usual AWS credentials),
+never from a treadle setting.
 """
 
 from __future__ import annotations
@@ -14,10 +23,10 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from treadle.errors import (
     ConfigError,
@@ -25,10 +34,20 @@ from treadle.errors import (
     InvalidInputError,
     NotFoundError,
     StoreUnavailableError,
+    TreadleError,
 )
 
 SCHEME = "treadle-object"
 _HEX = frozenset("0123456789abcdef")
+# Object stores where a single PUT is visible whole or not at all: known bytes go
+# straight to their final key there. Any other fsspec filesystem gets a temporary key
+# and a move.
+_ATOMIC_PUT = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "memory"})
+_REMOTE_HINT = (
+    "check the artifact URL (TREADLE_ARTIFACT_URL), that its bucket exists, and the "
+    "store's endpoint and credentials (for S3: AWS_ENDPOINT_URL or FSSPEC_S3_ENDPOINT_URL, "
+    "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
+)
 
 
 def check_sha(sha: str) -> str:
@@ -69,12 +88,15 @@ class ArtifactStore:
             try:
                 import fsspec
 
+                # storage options (endpoint, region, credentials) come from fsspec's config
+                # (FSSPEC_<PROTOCOL>_<OPTION>, ~/.config/fsspec) and the SDK's environment
                 self._fs = fsspec.filesystem(protocol)
             except (ImportError, ValueError) as exc:
                 raise ConfigError(
                     f"no filesystem for artifact URL {url!r}: {exc}",
                     "install the fsspec backend for that scheme (e.g. s3fs for s3://)",
                 ) from exc
+            self._atomic_put = protocol in _ATOMIC_PUT
             self.root = Path("/")  # unused for remote stores
 
     # -- addressing -------------------------------------------------------------------
@@ -121,19 +143,28 @@ class ArtifactStore:
                     os.unlink(tmp)
         else:
             tmp = f"{self.url}/tmp/{uuid.uuid4().hex}"
+            with self._remote():
+                raw = self._fs.open(tmp, "wb")
+            hashing = _HashingWriter(raw, self._remote)
             try:
-                with self._fs.open(tmp, "wb") as f:
-                    yield f, result
+                yield cast(IO[bytes], hashing), result
+                with self._remote():
+                    raw.close()
             except BaseException:
-                if self._fs.exists(tmp):
-                    self._fs.rm(tmp)
+                with suppress(Exception):
+                    raw.close()
+                with suppress(Exception):
+                    if self._fs.exists(tmp):
+                        self._fs.rm(tmp)
                 raise
-            sha = _hash_remote(self._fs, tmp)
+            sha = hashing.hexdigest()
             final = self._object_path(sha)
-            if self._fs.exists(final):
-                self._fs.rm(tmp)
-            else:
-                self._fs.mv(tmp, final)
+            with self._remote():
+                try:
+                    if not self._fs.exists(final):
+                        self._fs.copy(tmp, final)
+                finally:
+                    self._fs.rm(tmp)
             result.append(sha)
 
     def put_bytes(self, data: bytes) -> tuple[str, int]:
@@ -151,6 +182,13 @@ class ArtifactStore:
                 finally:
                     if os.path.exists(tmp):
                         os.unlink(tmp)
+        elif self._atomic_put:
+            final = self._object_path(sha)
+            with self._remote():
+                # an object that is there with the wrong size is replaced; a full check of
+                # its bytes is left to every read
+                if not self._fs.exists(final) or self._fs.size(final) != len(data):
+                    self._fs.pipe_file(final, data)
         else:
             with self.writer() as (f, _):
                 f.write(data)
@@ -169,11 +207,36 @@ class ArtifactStore:
         os.chmod(tmp, 0o444)
         os.replace(tmp, final)
 
+    @contextmanager
+    def _remote(self) -> Iterator[None]:
+        """Say which store failed, and what to check, when an object store cannot be
+        reached or refuses; a missing object stays a FileNotFoundError for the caller,
+        unless what is missing is the bucket itself."""
+        try:
+            yield
+        except FileNotFoundError as exc:
+            if "bucket" in str(exc).lower():
+                raise StoreUnavailableError(
+                    f"artifact store {self.url} is unavailable: {exc}", _REMOTE_HINT
+                ) from exc
+            raise
+        except TreadleError:
+            raise
+        except Exception as exc:  # botocore, aiohttp, gcsfs... each has its own tree
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            raise StoreUnavailableError(
+                f"artifact store {self.url} is unavailable: {type(exc).__name__}: {first}",
+                _REMOTE_HINT,
+            ) from exc
+
     # -- reading ----------------------------------------------------------------------
 
     def exists(self, sha: str) -> bool:
         path = self._object_path(sha)
-        return os.path.exists(path) if self._local else bool(self._fs.exists(path))
+        if self._local:
+            return os.path.exists(path)
+        with self._remote():
+            return bool(self._fs.exists(path))
 
     def get_bytes(self, sha: str) -> bytes:
         """The object's bytes, checked against `sha`."""
@@ -183,7 +246,8 @@ class ArtifactStore:
                 with open(path, "rb") as f:
                     data = f.read()
             else:
-                data = self._fs.cat_file(path)
+                with self._remote():
+                    data = self._fs.cat_file(path)
         except FileNotFoundError as exc:
             raise NotFoundError(
                 f"artifact object {sha[:12]} is missing from {self.url}",
@@ -235,9 +299,28 @@ def _hash_file(path: str) -> str:
     return h.hexdigest()
 
 
-def _hash_remote(fs: Any, path: str) -> str:
-    h = hashlib.sha256()
-    with fs.open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+class _HashingWriter:
+    """A binary file that hashes what passes through it on the way to `raw`."""
+
+    def __init__(self, raw: IO[bytes], guard: Callable[[], AbstractContextManager[None]]) -> None:
+        self._raw = raw
+        self._guard = guard
+        self._hash = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self._hash.update(data)
+        with self._guard():  # a failed upload of a full block shows here
+            return int(self._raw.write(data))
+
+    def flush(self) -> None:
+        with self._guard():
+            self._raw.flush()
+
+    def tell(self) -> int:
+        return int(self._raw.tell())
+
+    def writable(self) -> bool:
+        return True
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()

@@ -33,6 +33,8 @@ from treadle.store import Store
 from treadle.store.records import ModelVersionRecord
 from treadle.types import RunState, StepState
 
+# the registry on SQLite and on PostgreSQL, in every run
+pytestmark = pytest.mark.every_backend
 RESOURCES = Path(__file__).resolve().parents[2] / "resources"
 FEATURES = ["f0", "f1", "f2", "f3"]
 

@@ -254,6 +254,7 @@ def test_every_key_can_come_from_the_file_or_the_environment(tmp_path: Path) -> 
         assert getattr(from_env, key) == f"env-{key}"
 
 
+@pytest.mark.sqlite_only("the default database is the SQLite file in the home")
 def test_home_is_read_from_the_process_environment(home: Path, settings: Settings) -> None:
     assert settings.home == home
     assert load_settings().db_url == f"sqlite:///{home / 'treadle.db'}"

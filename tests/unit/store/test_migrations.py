@@ -289,7 +289,11 @@ def test_failed_migration_does_not_show_the_password(pg_database: str) -> None:
         # A table in the way makes the first migration fail.
         conn.execute("CREATE TABLE projects (id TEXT)")
     # The test server trusts local connections, so any password is accepted.
-    with_password = pg_database.replace("://postgres@", "://postgres:s3cr3t-pw@")
+    with_password = (
+        sa.engine.make_url(pg_database)
+        .set(username="postgres", password="s3cr3t-pw")
+        .render_as_string(hide_password=False)
+    )
     assert with_password != pg_database
     db = connect(with_password)
     try:

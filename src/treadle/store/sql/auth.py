@@ -49,11 +49,12 @@ class SqlAuthStore:
     def create_user(self, name: str, *, is_admin: bool = False) -> UserRecord:
         check_length(name, NAME_LIMIT, "user name")
         with self._db.write() as conn:
-            if conn.execute("SELECT id FROM users WHERE name = :name", {"name": name}):
-                raise ConflictError(f"user {name!r} exists", "choose another name")
-            conn.execute(
+            # ON CONFLICT: a writer racing for the same name (another server on the same
+            # database) gets the conflict, not a driver's integrity error
+            rows = conn.execute(
                 "INSERT INTO users (id, name, is_admin, disabled, created_at) "
-                "VALUES (:id, :name, :admin, :disabled, :at)",
+                "VALUES (:id, :name, :admin, :disabled, :at) "
+                "ON CONFLICT (name) DO NOTHING RETURNING *",
                 {
                     "id": new_id(),
                     "name": name,
@@ -62,8 +63,9 @@ class SqlAuthStore:
                     "at": time.time(),
                 },
             )
-            row = conn.execute("SELECT * FROM users WHERE name = :name", {"name": name})[0]
-        return _user(row)
+        if not rows:
+            raise ConflictError(f"user {name!r} exists", "choose another name")
+        return _user(rows[0])
 
     def get_user(self, name: str) -> UserRecord:
         with self._db.read() as conn:
