@@ -11,6 +11,7 @@
 | user           | TREADLE_USER           | the login name                    |
 | url            | TREADLE_URL            | none: work on the home directly   |
 | token          | TREADLE_TOKEN          | none                              |
+| ray_address    | RAY_ADDRESS            | none: the ray executor starts one |
 
 The config file is `<home>/config.toml` with the same names as keys. With `url` set, the
 CLI works against that treadle server (as the user `token` belongs to) instead of the home.
@@ -52,6 +53,7 @@ _KEYS = (
     "user",
     "url",
     "token",
+    "ray_address",
     "environments",
 )
 _ENV_KEYS = ("url", "token", "token_env", "project", "requires")
@@ -84,6 +86,8 @@ class Settings:
     token: str | None = dataclasses.field(default=None, repr=False)
     """The API token for `url` (kept out of reprs and tracebacks)."""
     environments: dict[str, Environment] = dataclasses.field(default_factory=dict)
+    ray_address: str | None = None
+    """The Ray cluster the ray executor uses (`auto`, `HOST:PORT` or `ray://HOST:PORT`)."""
 
     def environment(self, name: str) -> Environment:
         found = self.environments.get(name)
@@ -148,6 +152,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         url=str(env.get("TREADLE_URL") or file_values.get("url") or "").strip() or None,
         token=str(env.get("TREADLE_TOKEN") or file_values.get("token") or "").strip() or None,
         environments=_environments(file_values.get("environments", {}), env, home),
+        ray_address=str(env.get("RAY_ADDRESS") or file_values.get("ray_address") or "").strip()
+        or None,
     )
 
 

@@ -103,6 +103,20 @@ def build(
     no_smoke: Annotated[
         bool, typer.Option("--no-smoke", help="Skip the smoke run (the package says so).")
     ] = False,
+    executor: Annotated[
+        str | None,
+        typer.Option(
+            help="Where a server runs this version's steps: local, process or ray "
+            "(default: the server's own choice)."
+        ),
+    ] = None,
+    to: Annotated[
+        str | None,
+        typer.Option("--target", help="Also compile for a platform: kfp (needs --image)."),
+    ] = None,
+    image: Annotated[
+        str, typer.Option(help="With --target kfp: the image the steps run in (REPO@sha256:...).")
+    ] = "",
 ) -> None:
     """Check the pipeline, make a smoke run, write its package.
 
@@ -110,15 +124,23 @@ def build(
     pipeline's folder, the locked requirements and build metadata (git commit, time).
     VERSION comes from the content: the same source builds the same version. The smoke
     run uses the parameters the pipeline declares with @pipeline(smoke={...}), in a home
-    of its own.
+    of its own. `--executor ray` makes the server run this version's runs (submitted,
+    scheduled or triggered) on Ray; the smoke run stays on local threads.
 
     Example: treadle pipeline build examples/quickstart/pipeline.py
     """
+    from treadle.engine.executors import EXECUTORS
     from treadle.packaging import build_package, write_package
 
+    if executor is not None and executor not in EXECUTORS:
+        raise InvalidInputError(
+            f"--executor {executor!r} is not an executor", f"choose one of: {', '.join(EXECUTORS)}"
+        )
     pipeline, source = _load(target)
     params = _smoke_params(pipeline, param or [])
-    package = build_package(pipeline, source, smoke=params)  # checks the graph and types
+    # checks the graph and types
+    targets = _compiled_targets(pipeline, source, to, image)
+    package = build_package(pipeline, source, smoke=params, executor=executor, targets=targets)
     console = common.console()
     console.print(
         f"pipeline [bold]{pipeline.name}[/] version [bold]{package.manifest.version}[/] "
@@ -132,6 +154,24 @@ def build(
             raise typer.Exit(1)
     path = write_package(package, out)
     console.print(f"wrote {path}")
+
+
+def _compiled_targets(
+    pipeline: Pipeline[Any, Any], source: str, to: str | None, image: str
+) -> dict[str, bytes]:
+    """`--target kfp`: the Kubeflow Pipelines YAML, compiled with the defaults."""
+    if to is None:
+        return {}
+    from treadle.cli.compile import TARGETS, compile_kfp
+    from treadle.packaging.package import KFP_TARGET
+
+    if to not in TARGETS or not image:
+        raise InvalidInputError(
+            f"--target {to!r} needs one of: {', '.join(TARGETS)}, and --image",
+            "e.g. --target kfp --image REPO@sha256:...",
+        )
+    compiled = compile_kfp(pipeline, source, image=image, params=[], env=[], source_root=".")
+    return {KFP_TARGET: compiled.yaml.encode()}
 
 
 def _pytest_targets(root: Path) -> list[Path]:

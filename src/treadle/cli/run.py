@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
@@ -97,7 +98,15 @@ def run(
     ] = None,
     name: Annotated[str | None, typer.Option(help="A name for the run.")] = None,
     executor: Annotated[
-        str | None, typer.Option(help="Where steps run: local (threads, default) or process.")
+        str | None,
+        typer.Option(help="Where steps run: local (threads, default), process, or ray."),
+    ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            help="With --executor ray: the Ray cluster (`auto`, HOST:PORT, ray://HOST:PORT); "
+            "default RAY_ADDRESS, else a local Ray is started."
+        ),
     ] = None,
     workers: Annotated[
         int | None, typer.Option(min=1, help="How many steps may run at once.")
@@ -119,11 +128,18 @@ def run(
     raw = parse_assignments(param or [])
     params = pipeline.parse_params(raw)
     if common.remote():
+        if ray_address:
+            raise InvalidInputError(
+                "--ray-address applies to runs on this machine",
+                "the server runs Ray steps on the cluster its own RAY_ADDRESS names",
+            )
         run_on_server(
             target, pipeline, source, raw, experiment, name, executor, workers, not no_cache
         )
         return
     store = common.local_store()
+    if ray_address:
+        store = dataclasses.replace(store, settings=store.settings.replace(ray_address=ray_address))
     with Progress(common.console()) as progress, interrupted_notice(progress):
         result = run_pipeline(
             pipeline,

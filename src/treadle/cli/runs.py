@@ -222,7 +222,7 @@ def compare(
 @app.command()
 def resume(
     run_id: Annotated[str, typer.Argument(help="A FAILED or CANCELLED run.")],
-    executor: Annotated[str | None, typer.Option(help="local or process.")] = None,
+    executor: Annotated[str | None, typer.Option(help="local, process or ray.")] = None,
     workers: Annotated[int | None, typer.Option(min=1)] = None,
 ) -> None:
     """Re-run only the steps of a run that did not finish, reusing every finished one.

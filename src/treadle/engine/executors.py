@@ -216,7 +216,7 @@ class ProcessExecutor:
             w.stop(kill=False)
 
 
-EXECUTORS = ("local", "process")
+EXECUTORS = ("local", "process", "ray")
 
 
 def make_executor(name: str, store: Store, steps: dict[str, Step[Any, Any]]) -> Executor:
@@ -224,4 +224,9 @@ def make_executor(name: str, store: Store, steps: dict[str, Step[Any, Any]]) -> 
         return ThreadExecutor(store, steps)
     if name in ("process", "processes"):
         return ProcessExecutor()
+    if name == "ray":
+        # Ray is an optional extra; only runs that ask for it import it
+        from treadle.engine.ray_executor import RayExecutor
+
+        return RayExecutor(store, steps)
     raise ConfigError(f"unknown executor {name!r}", f"choose one of: {', '.join(EXECUTORS)}")

@@ -42,6 +42,9 @@ FORMAT = 1
 MANIFEST = "treadle.json"
 SUFFIX = ".treadle"
 SOURCE_PREFIX = "package:"
+TARGETS_PREFIX = "targets/"
+KFP_TARGET = "kfp/pipeline.yaml"
+"""The Kubeflow Pipelines YAML that `treadle pipeline build --target kfp` adds."""
 UNREADABLE = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError)
 """What reading a damaged zip member raises."""
 MAX_FILES = 2000
@@ -63,6 +66,12 @@ class Manifest:
     parameters: dict[str, dict[str, Any]]
     smoke: dict[str, str]
     build: dict[str, Any]
+    executor: str | None = None
+    """Where runs of this version execute on a server (`ray`…); None: the server's own."""
+    targets: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Files compiled from the source for another platform (path -> sha256), stored under
+    `targets/`. Derived from the source, so outside the hash like the spec; each is
+    checked against its sha256 when the package is read."""
 
     @property
     def version(self) -> str:
@@ -73,7 +82,12 @@ class Manifest:
         return f"{self.name}-{self.version}{SUFFIX}"
 
     def to_json(self) -> dict[str, Any]:
-        return {"format": FORMAT, **dataclasses.asdict(self)}
+        out = {"format": FORMAT, **dataclasses.asdict(self)}
+        if self.executor is None:
+            del out["executor"]
+        if not self.targets:
+            del out["targets"]
+        return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,9 +106,10 @@ def content_hash(
     files: Mapping[str, str],
     requirements: list[str],
     smoke: Mapping[str, str],
+    executor: str | None = None,
 ) -> str:
     """What the version is: not when or where it was built, nor the spec (whose step
-    references name the folder it was traced in)."""
+    references name the folder it was traced in). A chosen executor is part of it."""
     return canonical_hash(
         {
             "name": name,
@@ -102,6 +117,7 @@ def content_hash(
             "files": dict(files),
             "requirements": requirements,
             "smoke": dict(smoke),
+            **({"executor": executor} if executor is not None else {}),
         }
     )
 
@@ -216,8 +232,11 @@ def build_package(
     pipeline: Pipeline[Any, Any],
     source_file: str | os.PathLike[str],
     smoke: Mapping[str, str] | None = None,
+    executor: str | None = None,
+    targets: Mapping[str, bytes] | None = None,
 ) -> Package:
-    """Package `pipeline`, defined in `source_file`, with the folder that file is in."""
+    """Package `pipeline`, defined in `source_file`, with the folder that file is in;
+    `executor` is where a server runs the version (default: the server's own)."""
     path = Path(source_file).resolve()
     root = path.parent
     files = collect_files(root)
@@ -239,7 +258,7 @@ def build_package(
         spec = {}  # parameters without defaults: the graph is known once they are given
     manifest = Manifest(
         name=pipeline.name,
-        hash=content_hash(pipeline.name, entry, shas, requirements, smoke_params),
+        hash=content_hash(pipeline.name, entry, shas, requirements, smoke_params, executor),
         entry=entry,
         files=shas,
         requirements=requirements,
@@ -247,13 +266,25 @@ def build_package(
         parameters=_parameters(pipeline),
         smoke=smoke_params,
         build=build_metadata(root),
+        executor=executor,
+        targets={k: hashlib.sha256(v).hexdigest() for k, v in (targets or {}).items()},
     )
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr(_member(MANIFEST), json.dumps(manifest.to_json(), indent=2))
         for rel in sorted(files):
             archive.writestr(_member(f"src/{rel}"), files[rel])
+        for rel, data in sorted((targets or {}).items()):
+            archive.writestr(_member(f"{TARGETS_PREFIX}{_safe_relative(rel)}"), data)
     return Package(manifest, buffer.getvalue())
+
+
+def target_file(package: Package, name: str) -> bytes | None:
+    """A file compiled into the package for another platform (e.g. KFP_TARGET), or None."""
+    if name not in package.manifest.targets:
+        return None
+    with zipfile.ZipFile(io.BytesIO(package.data)) as archive:
+        return archive.read(f"{TARGETS_PREFIX}{name}")
 
 
 def _member(name: str) -> zipfile.ZipInfo:
@@ -343,8 +374,12 @@ def read_package(data: bytes) -> Package:
                 raise InvalidInputError(
                     f"package manifest field 'files' gives {path!r} no sha256 digest"
                 )
+        targets = _mapping(raw, "targets")
         stored = {}
         for name, info in members.items():
+            if name.startswith(TARGETS_PREFIX):
+                _check_target(archive, info, name.removeprefix(TARGETS_PREFIX), targets)
+                continue
             if not name.startswith("src/"):
                 raise InvalidInputError(f"package member {name!r} is outside src/")
             try:
@@ -369,7 +404,10 @@ def read_package(data: bytes) -> Package:
     if entry_file not in files or not attr:
         raise InvalidInputError(f"the package's entry {entry!r} names no file in it")
     smoke = {str(k): str(v) for k, v in _mapping(raw, "smoke").items()}
-    expected = content_hash(name, entry, files, requirements, smoke)
+    executor = raw.get("executor")
+    if executor is not None and (not isinstance(executor, str) or not executor):
+        raise InvalidInputError("package manifest field 'executor' is not a name")
+    expected = content_hash(name, entry, files, requirements, smoke, executor)
     if raw.get("hash") != expected:
         raise InvalidInputError(
             "the package's hash does not match its content",
@@ -385,8 +423,24 @@ def read_package(data: bytes) -> Package:
         parameters=_mapping(raw, "parameters"),
         smoke=smoke,
         build=_mapping(raw, "build"),
+        executor=executor,
+        targets={str(k): str(v) for k, v in targets.items()},
     )
     return Package(manifest, data)
+
+
+def _check_target(
+    archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, targets: Mapping[str, Any]
+) -> None:
+    try:
+        content = archive.read(info)
+    except UNREADABLE as exc:
+        raise InvalidInputError(f"package member {info.filename!r} cannot be read: {exc}") from None
+    if targets.get(name) != hashlib.sha256(content).hexdigest():
+        raise InvalidInputError(
+            f"package member {info.filename!r} does not match its manifest",
+            "it was changed after it was built: build it again",
+        )
 
 
 def unpack(package: Package, root: str | os.PathLike[str]) -> Path:

@@ -16,11 +16,26 @@ from typing import Any
 from treadle.engine import RunOptions, resume_run, version_pipeline
 from treadle.engine.runner import execute_planned, plan_run
 from treadle.errors import ConflictError, NotFoundError
-from treadle.packaging import parse_source
+from treadle.packaging import parse_source, read_package
 from treadle.store import Store
 from treadle.store.records import RunRecord
 
 WORKERS = 2
+
+
+_package_executors: dict[str, str | None] = {}
+
+
+def packaged_executor(store: Store, source: str) -> str | None:
+    """The executor a deployed package asks for (`treadle pipeline build --executor`)."""
+    located = parse_source(source)
+    if located is None:
+        return None
+    sha = located[0]
+    if sha not in _package_executors:  # a package never changes: read it once
+        package = read_package(store.objects.get_bytes(sha))
+        _package_executors[sha] = package.manifest.executor
+    return _package_executors[sha]
 
 
 class RunPool:
@@ -56,7 +71,8 @@ class RunPool:
         found, source = version_pipeline(store, version)
         typed = found.parse_params(params)
         cancel = threading.Event()
-        options = dataclasses.replace(options, cancel=cancel)
+        executor = options.executor or packaged_executor(store, version.source)
+        options = dataclasses.replace(options, cancel=cancel, executor=executor)
         pinned = version if parse_source(version.source) else None
         planned = plan_run(found, typed, store, options, source, version=pinned)
         with self._lock:

@@ -170,8 +170,9 @@ class SubmitRun(BaseModel):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     version: str | None = Field(default=None, min_length=1, max_length=64)
     """A version id of the pipeline to run instead of its newest."""
-    executor: Literal["local", "process"] | None = None
-    """Where the steps run on the server: threads (local) or worker processes."""
+    executor: Literal["local", "process", "ray"] | None = None
+    """Where the steps run on the server: threads (local), worker processes, or Ray;
+    by default what the version's package asks for, else the server's own."""
     workers: int | None = Field(default=None, ge=1, le=64)
     """How many steps may run at once."""
     use_cache: bool = True
