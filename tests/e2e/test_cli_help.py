@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from cli_support import Result, treadle
+from sqlalchemy.engine import make_url
 
 import treadle as treadle_package
 from treadle.store.migrate import HEAD_REVISION
@@ -40,6 +41,8 @@ ROOT = {
     "monitor": "Monitors of deployments",
     "policies": "Policies: the closed loop",
     "demo": "Run the whole loop on this machine",
+    "compile": "Compile a pipeline to a Kubeflow Pipelines",
+    "kfp": "Kubeflow Pipelines: submit",
 }
 GROUPS = {
     "pipeline": {
@@ -77,6 +80,7 @@ GROUPS = {
         "delete": "Delete a trigger",
     },
     "events": {"list": "List recent events"},
+    "kfp": {"submit": "Start a run of a compiled pipeline"},
     "monitor": {
         "create": "Watch a deployment's predictions",
         "list": "List monitors",
@@ -207,7 +211,11 @@ def test_db_current_and_upgrade_on_a_fresh_home(tmp_path: Path) -> None:
 @pytest.mark.postgres
 def test_db_current_does_not_print_the_database_password(tmp_path: Path, pg_url: str) -> None:
     # the test server trusts every local login, so any password connects
-    with_password = pg_url.replace("://postgres@", "://postgres:s3cret@", 1)
+    with_password = (
+        make_url(pg_url)
+        .set(username="postgres", password="s3cret")
+        .render_as_string(hide_password=False)
+    )
     assert "s3cret" in with_password
     result = treadle(tmp_path / "home", "db", "current", env={"TREADLE_DB_URL": with_password})
     assert result.returncode == 0, str(result)

@@ -508,6 +508,12 @@ class Operation:
     def takes_file(self) -> bool:
         return "application/zip" in self.spec.get("requestBody", {}).get("content", {})
 
+    @property
+    def takes_bytes(self) -> bool:
+        """The body is an object's bytes, named by their sha256 in the query."""
+        content = self.spec.get("requestBody", {}).get("content", {})
+        return "application/octet-stream" in content and not self.takes_file
+
     def body_schema(self, spec: Mapping[str, Any]) -> Mapping[str, Any] | None:
         content = self.spec.get("requestBody", {}).get("content", {})
         for kind, media in content.items():
@@ -559,6 +565,7 @@ def sample_string(schema: Mapping[str, Any], name: str, fresh: str) -> str:
         "cron": "0 3 1 1 *",
     }
     candidates = [by_name.get(name, fresh), fresh, VIEWER, "x", "a1", "1", MODEL]
+    candidates += ["a" * 32, "a" * 64]  # an id, a sha256
     pattern = schema.get("pattern")
     if pattern:
         candidates = _pattern_alternatives(pattern) + candidates
@@ -693,7 +700,8 @@ class Prepared:
     note: str = ""
     """Why an answer may legitimately differ (a parameter with no seeded value)."""
     content: bytes | None = None
-    """The body of an endpoint that takes a file (a pipeline package)."""
+    """The body of an endpoint that takes a file (a pipeline package) or bytes."""
+    content_type: str = "application/zip"
 
 
 def prepare(
@@ -728,18 +736,25 @@ def prepare(
     for param, value in values.items():
         url = url.replace("{" + param + "}", value)
     query: dict[str, Any] = {}
+    if op.takes_bytes:
+        query["sha256"] = hashlib.sha256(UPLOADED).hexdigest()
     for q in op.parameters("query"):
-        if q.get("required"):
+        if q.get("required") and q["name"] not in query:
             query[q["name"]] = minimal(spec, q.get("schema", {}), q["name"], p.unique("q"))
     schema = op.body_schema(spec)
     body = minimal(spec, schema, "body", p.unique("sec")) if schema is not None else None
     if isinstance(body, dict):  # body fields that name seeded objects get them
         body.update({k: p.values[k] for k in body if k in BODY_NOUNS and k in p.values})
     content = tiny_package() if op.takes_file else None
+    if op.takes_bytes:
+        return Prepared(
+            op.method, url, body, query, "; ".join(notes), UPLOADED, "application/octet-stream"
+        )
     return Prepared(op.method, url, body, query, "; ".join(notes), content)
 
 
 BODY_NOUNS = frozenset({"pipeline_version"})
+UPLOADED = b"the bytes an upload route is walked with\n"
 
 TINY_PIPELINE = """
 from treadle import pipeline, step
@@ -781,7 +796,7 @@ def send(p: Platform, role: str, request: Prepared) -> httpx.Response:
     kwargs: dict[str, Any] = {"params": request.params}
     if request.content is not None:
         kwargs["content"] = request.content
-        kwargs["headers"] = {"content-type": "application/zip"}
+        kwargs["headers"] = {"content-type": request.content_type}
     elif request.json_body is not None:
         kwargs["json"] = request.json_body
     return p.call(role, request.method, request.url, **kwargs)

@@ -58,6 +58,10 @@ KNOWN_REQUIRED = {
     ("GET", f"{API}/projects/{{project}}/audit"): OWNER,
     ("PUT", f"{API}/projects/{{project}}/members/{{user}}"): OWNER,
     ("DELETE", f"{API}/projects/{{project}}/members/{{user}}"): OWNER,
+    ("POST", f"{API}/projects/{{project}}/external/runs"): EDITOR,
+    ("POST", f"{API}/projects/{{project}}/external/objects"): EDITOR,
+    ("POST", f"{API}/projects/{{project}}/external/runs/{{run_id}}/steps"): EDITOR,
+    ("POST", f"{API}/projects/{{project}}/external/runs/{{run_id}}/finish"): EDITOR,
 }
 # body fields whose minimal value names nothing real, by route: a fresh string is no
 # model reference, and the route would refuse it after the access check

@@ -1101,6 +1101,13 @@ def test_explain_says_why_a_run_happened() -> None:
     assert explain(None, None) == "it was started before runs recorded why"
     assert explain({"kind": "manual", "by": "alice"}, None) == "alice started it"
     assert explain({"kind": "manual"}, None) == "someone started it"
+    external = {"kind": "external", "executor": "kfp", "external_id": "r-1", "pipeline": "train"}
+    assert explain({**external, "by": "ci"}, None) == (
+        "kfp job 'r-1' of pipeline 'train' recorded it (as ci)"
+    )
+    assert explain({"kind": "kubeflow", "job": "j-9", "pipeline": "train"}, None) == (
+        "Kubeflow Pipelines job 'j-9' of pipeline 'train' ran it"
+    )
 
     due = at(BERLIN, 2026, 10, 25, 2, 30)
     schedule = {

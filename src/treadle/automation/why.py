@@ -22,5 +22,13 @@ def explain(cause: dict[str, Any] | None, event: EventRecord | None) -> str:
             f"schedule {cause.get('schedule')!r} ({cause.get('cron')} {cause.get('timezone')}) "
             f"was due at {due}"
         )
+    if kind == "external":
+        return (
+            f"{cause.get('executor', 'an outside executor')} job {cause.get('external_id')!r} "
+            f"of pipeline {cause.get('pipeline')!r} recorded it (as {cause.get('by', 'someone')})"
+        )
+    if kind == "kubeflow":
+        job, pipeline = cause.get("job"), cause.get("pipeline")
+        return f"Kubeflow Pipelines job {job!r} of pipeline {pipeline!r} ran it"
     what = json.dumps(event.payload if event else cause.get("event", {}), sort_keys=True)
     return f"trigger {cause.get('trigger')!r} acted on a {kind} event: {what[:300]}"

@@ -16,12 +16,14 @@ from treadle.cli import (
     db,
     deployments,
     experiments,
+    kfp,
     models,
     monitoring,
     pipeline,
     runs,
 )
 from treadle.cli.common import err_console
+from treadle.cli.compile import compile_command
 from treadle.cli.demo import demo
 from treadle.cli.init import init
 from treadle.cli.lineage import lineage
@@ -63,6 +65,8 @@ def _root(
 
 app.command()(run)
 app.add_typer(pipeline.app, name="pipeline")
+app.command(name="compile")(compile_command)
+app.add_typer(kfp.app, name="kfp")
 app.add_typer(automation.schedules, name="schedules")
 app.add_typer(automation.triggers, name="triggers")
 app.add_typer(automation.events, name="events")

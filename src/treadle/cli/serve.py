@@ -7,6 +7,7 @@ local home, and `deploy` goes through the server's route as the token's user.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -112,7 +113,12 @@ def parse_percent(text: str, option: str = "--canary") -> float:
 
 def deploy(
     ref: Annotated[str, typer.Argument(help="NAME@ALIAS the deployment follows, or NAME@3.")],
-    name: Annotated[str, typer.Option("--name", "-n", help="The deployment's name.")],
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name", "-n", help="The deployment's name (Kubernetes: default the model's)."
+        ),
+    ] = None,
     canary: Annotated[
         str | None, typer.Option(help="Send this share of requests to the candidate, e.g. 10%.")
     ] = None,
@@ -127,13 +133,70 @@ def deploy(
         int | None,
         typer.Option(min=1, max=65535, help="Port where `treadle up` runs its server."),
     ] = None,
+    target: Annotated[
+        str,
+        typer.Option(help="local (a managed deployment) or kubernetes (write manifests to -o)."),
+    ] = "local",
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Kubernetes: folder for the manifests.")
+    ] = Path("k8s"),
+    image: Annotated[str, typer.Option(help="Kubernetes: the model server's image.")] = "",
+    replicas: Annotated[
+        int, typer.Option(min=1, help="Kubernetes: pods (the autoscaler's floor).")
+    ] = 1,
+    cpu: Annotated[str, typer.Option(help="Kubernetes: CPU per pod.")] = "500m",
+    memory: Annotated[str, typer.Option(help="Kubernetes: memory per pod.")] = "1Gi",
+    hpa_max: Annotated[
+        int | None, typer.Option(help="Kubernetes: add an autoscaler up to this many pods.")
+    ] = None,
+    kserve: Annotated[
+        bool, typer.Option("--kserve", help="Kubernetes: a KServe InferenceService instead.")
+    ] = False,
+    namespace: Annotated[str | None, typer.Option(help="Kubernetes: the namespace.")] = None,
+    secret: Annotated[
+        str, typer.Option(help="Kubernetes: the Secret with TREADLE_URL and TREADLE_TOKEN.")
+    ] = "treadle",
 ) -> None:
     """Create or change a managed deployment that follows an alias.
 
     Every change is a numbered revision; `treadle deployments rollback NAME` goes back.
     With --port, `treadle up` runs and supervises its server; otherwise start it with
     `treadle deployments serve NAME`.
+
+    With --target kubernetes, writes the manifests that run the model server there
+    instead: a Deployment and a Service (--hpa-max adds an autoscaler), or a KServe
+    InferenceService (--kserve). Example: treadle deploy churn@champion --target
+    kubernetes --image REPO@sha256:... -o k8s/
     """
+    if target == "kubernetes":
+        from treadle.integrations.kubernetes import ServerManifestOptions, write_manifests
+
+        if not image:
+            raise InvalidInputError(
+                "--target kubernetes needs --image", "e.g. --image REPO@sha256:..."
+            )
+        written = write_manifests(
+            ServerManifestOptions(
+                ref=ref,
+                image=image,
+                name=name,
+                namespace=namespace,
+                replicas=replicas,
+                cpu=cpu,
+                memory=memory,
+                hpa_max=hpa_max,
+                secret=secret,
+                kserve=kserve,
+            ),
+            out,
+        )
+        for path in written:
+            common.console().print(f"wrote {path}")
+        return
+    if target != "local":
+        raise InvalidInputError(f"--target {target!r} is not one of: local, kubernetes")
+    if not name:
+        raise InvalidInputError("--name is required for a managed deployment", "e.g. --name api")
     if canary and shadow:
         raise InvalidInputError("choose --canary or --shadow, not both")
     policy = "canary" if canary else "shadow" if shadow else "single"

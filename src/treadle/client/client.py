@@ -5,6 +5,7 @@ from __future__ import annotations
 from treadle.client.artifacts import ArtifactsApi
 from treadle.client.automation import AutomationApi
 from treadle.client.deployments import DeploymentsApi
+from treadle.client.external import ExternalApi
 from treadle.client.models import ModelsApi
 from treadle.client.monitoring import MonitoringApi
 from treadle.client.projects import ProjectsApi
@@ -12,7 +13,14 @@ from treadle.client.runs import RunsApi
 
 
 class Client(
-    ProjectsApi, RunsApi, ArtifactsApi, ModelsApi, DeploymentsApi, AutomationApi, MonitoringApi
+    ProjectsApi,
+    RunsApi,
+    ArtifactsApi,
+    ModelsApi,
+    DeploymentsApi,
+    AutomationApi,
+    MonitoringApi,
+    ExternalApi,
 ):
     """The API of a treadle server (`treadle up`), one method per route, answering with
     the store's records and raising treadle's errors (NotFoundError, ConflictError,

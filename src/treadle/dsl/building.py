@@ -59,6 +59,8 @@ class GraphBuilder:
         self.name = name
         self.nodes: dict[str, Node] = {}
         self._steps: dict[str, Step[Any, Any]] = {}
+        self._next: dict[str, int] = {}
+        """The next suffix to try per step name, so naming n calls of one step is O(n)."""
 
     def steps(self) -> dict[str, Step[Any, Any]]:
         return dict(self._steps)
@@ -66,9 +68,10 @@ class GraphBuilder:
     def _unique(self, base: str) -> str:
         if base not in self.nodes:
             return base
-        i = 2
+        i = self._next.get(base, 2)
         while f"{base}_{i}" in self.nodes:
             i += 1
+        self._next[base] = i + 1
         return f"{base}_{i}"
 
     def add_call(
