@@ -19,11 +19,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from treadle.automation.triggers import Dispatcher
 from treadle.errors import TreadleError
+from treadle.server.dashboard import DASHBOARD, FORM_TYPES, mount_dashboard
 from treadle.server.routes import (
     artifacts,
     audit,
     automation,
     deployments,
+    external,
     health,
     models,
     monitoring,
@@ -40,7 +42,7 @@ from treadle.store import Store
 API = "/api/v1"
 MAX_BODY = 16 * 1024 * 1024
 # endpoints whose body is a file rather than JSON, and the types they take
-BINARY_ENDPOINTS = ("/pipelines/packages",)
+BINARY_ENDPOINTS = ("/pipelines/packages", external.OBJECTS)
 
 
 class Guard:
@@ -110,6 +112,8 @@ class Guard:
                     "send the file's bytes with Content-Type: application/zip",
                 )
             return None
+        if path.startswith(DASHBOARD) and kind in FORM_TYPES:
+            return None  # the dashboard's forms, each checked against its CSRF token
         if body and "json" not in kind:
             return (
                 415,
@@ -209,8 +213,10 @@ def create_app(
         automation,
         monitoring,
         policies,
+        external,
     ):
         app.include_router(module.router, prefix=API)
     app.include_router(automation.hooks, prefix=API)
+    mount_dashboard(app)
     app.add_middleware(Guard)
     return app
