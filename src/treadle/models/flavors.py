@@ -15,13 +15,13 @@ A loaded model is anything with `predict(X)`, X being what the signature check m
 from __future__ import annotations
 
 import importlib
-import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
 from treadle.errors import InvalidInputError, TreadleError
+from treadle.store.materializers import loaded_type
 
 FLAVORS = ("sklearn", "onnx", "python", "pickle")
 
@@ -39,11 +39,11 @@ class UntrustedModelError(TreadleError):
 
 
 def detect_flavor(model: Any) -> str:
-    base = sys.modules.get("sklearn.base")
-    if base is not None and isinstance(model, base.BaseEstimator):
+    estimator = loaded_type("sklearn.base", "BaseEstimator")
+    if estimator is not None and isinstance(model, estimator):
         return "sklearn"
-    onnx = sys.modules.get("onnx")
-    if (onnx is not None and isinstance(model, onnx.ModelProto)) or (
+    proto = loaded_type("onnx", "ModelProto")
+    if (proto is not None and isinstance(model, proto)) or (
         isinstance(model, str | Path) and str(model).endswith(".onnx")
     ):
         return "onnx"

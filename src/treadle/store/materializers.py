@@ -17,6 +17,7 @@ DataFrame unless pandas is already imported.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import io
 import json
 import sys
@@ -48,19 +49,32 @@ def type_name(value: Any) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+def loaded_type(module: str, name: str) -> Any:
+    """`module.name` if the module is imported already, else None (a value of a type
+    whose module nobody imported cannot be of that type). A module that another thread
+    is still importing is waited for: importing it blocks until that import is done."""
+    found = sys.modules.get(module)
+    if found is None:
+        return None
+    cls = getattr(found, name, None)
+    if cls is None:
+        cls = getattr(importlib.import_module(module), name, None)
+    return cls
+
+
 def _is_dataframe(value: Any) -> bool:
-    pd = sys.modules.get("pandas")
-    return pd is not None and isinstance(value, pd.DataFrame)
+    frame = loaded_type("pandas", "DataFrame")
+    return frame is not None and isinstance(value, frame)
 
 
 def _is_ndarray(value: Any) -> bool:
-    np = sys.modules.get("numpy")
-    return np is not None and isinstance(value, np.ndarray)
+    array = loaded_type("numpy", "ndarray")
+    return array is not None and isinstance(value, array)
 
 
 def _is_estimator(value: Any) -> bool:
-    base = sys.modules.get("sklearn.base")
-    return base is not None and isinstance(value, base.BaseEstimator)
+    estimator = loaded_type("sklearn.base", "BaseEstimator")
+    return estimator is not None and isinstance(value, estimator)
 
 
 def _json_default(value: Any) -> Any:
