@@ -1,9 +1,17 @@
-"""The prediction log: every prediction, written in batches to Parquet segments.
+"""The prediction log: every prediction, in Parquet segments that monitors read.
 
-The request path only appends to a bounded in-memory queue; when the queue is full the
-record is dropped and counted, so logging never blocks or fails a prediction. A writer
-thread turns the queue into `<folder>/<YYYY-MM-DD>/<time>-<n>.parquet` files, each
-written to a temporary name and renamed, so a reader never sees half a segment.
+A model server's request loop must lose as little as possible to the log, and a thread
+of its own that converts rows to Arrow would share the interpreter lock with it: every
+system call of the request loop would hand the lock over and wait to get it back. So the
+server only appends each request as one JSON line (orjson, about a microsecond) to an
+in-memory buffer; a small thread writes the buffer out every `flush_seconds` as a spool
+file (`<folder>/.spool/<name>.jsonl`, written under a temporary name and renamed, so it
+is whole or absent). A converter *process* turns each spool file into the segment
+`<folder>/<YYYY-MM-DD>/<name>.parquet` (again through a temporary name) and only then
+deletes the spool file; converting one twice writes the same segment, so a converter
+killed halfway loses and duplicates nothing: the next one picks up where it stopped.
+When the buffer is full (the disk stalls) a record is dropped and counted; the log
+never blocks or fails a prediction.
 """
 
 from __future__ import annotations
@@ -11,14 +19,20 @@ from __future__ import annotations
 import collections
 import json
 import os
+import select
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 SCHEMA_FIELDS = ("ts", "request_id", "model", "version", "latency_ms", "prediction")
 INPUT_PREFIX = "input."
+SPOOL = ".spool"
+HEADER = -1
+"""The row count that marks a queued line as a signature header."""
 
 
 _ARROW_TYPES = {
@@ -70,30 +84,45 @@ def _numeric_matrix(rows: list[Any], columns: tuple[str, ...], dtypes: Mapping[s
 
 
 class PredictionLog:
+    """The server's side of the log: appends in the request loop, spool files behind it,
+    and the converter process it starts and stops."""
+
     def __init__(
         self,
         folder: Path,
         *,
-        max_queue: int = 50_000,
-        flush_rows: int = 10_000,
+        max_queue: int = 200_000,
+        flush_rows: int = 50_000,
         flush_seconds: float = 0.5,
+        convert: bool = True,
     ) -> None:
+        import orjson
+
         self.folder = folder
+        self.spool = folder / SPOOL
+        self.spool.mkdir(parents=True, exist_ok=True)
         self.max_queue = max_queue
         self.flush_rows = flush_rows
         self.flush_seconds = flush_seconds
         self.dropped = 0
-        self.written = 0
-        self.segments = 0
-        self._queue: collections.deque[tuple[Any, ...]] = collections.deque()
-        # Everything the writer will import, imported now: a first import in the writer
-        # thread (pyarrow brings in pandas at its first numpy conversion) would hold the
-        # interpreter for a third of a second while requests wait.
-        import numpy as np
-        import pyarrow as pa
-        import pyarrow.parquet
-
-        pa.array(np.zeros(1))
+        self.spooled = 0
+        """Rows in spool files (converted or not)."""
+        self._dumps = orjson.dumps
+        # (line, rows) per request and (header, HEADER) where a signature starts: a deque,
+        # so the request loop appends without a lock and the writer pops what is there
+        self._queue: collections.deque[tuple[bytes, int]] = collections.deque()
+        self._signature: tuple[Any, ...] | None = None
+        """The request loop's: the signature of the last request it appended."""
+        self._header: bytes | None = None
+        """The writer's: the last header it took, which starts the next spool file."""
+        self._lock = threading.Lock()
+        self._files = 0
+        self._pending: list[tuple[Path, int]] = []
+        """Spool files written and rows in each, until the converter has taken them."""
+        self._converted = 0
+        self._converter: subprocess.Popen[bytes] | None = None
+        if convert:
+            self._converter = _start_converter(folder, min(flush_seconds, 0.2))
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="treadle-predlog", daemon=True)
@@ -113,100 +142,223 @@ class PredictionLog:
         """Queue one request's predictions; never blocks. `dtypes` (column -> signature
         dtype, "prediction" for the output) fixes the columns' types in the log, so every
         segment of a model reads back with one schema."""
-        if len(self._queue) >= self.max_queue:
+        queue = self._queue
+        if len(queue) >= self.max_queue:
             self.dropped += 1
             return
-        self._queue.append(
-            (time.time(), request_id, model, version, latency_ms, columns, rows, outputs, dtypes)
-        )
-        if len(self._queue) >= self.flush_rows:
+        try:
+            line = self._dumps((time.time(), request_id, version, latency_ms, rows, outputs))
+        except TypeError:  # a value JSON cannot carry: say so in the log, not the request
+            line = self._dumps((time.time(), request_id, version, latency_ms, None, outputs))
+        signature = self._signature
+        if (
+            signature is None
+            or signature[1] is not dtypes
+            or signature[0] != model
+            or signature[2] != columns
+        ):
+            self._signature = (model, dtypes, list(columns))
+            header = {"model": model, "columns": columns, "dtypes": dtypes or {}}
+            queue.append((self._dumps(header), HEADER))
+        queue.append((line, len(rows)))
+        if len(queue) >= self.flush_rows:
             self._wake.set()
 
     @property
     def depth(self) -> int:
+        """Requests not yet in a spool file."""
         return len(self._queue)
+
+    @property
+    def written(self) -> int:
+        """Rows in Parquet segments (spool files the converter has finished)."""
+        with self._lock:
+            left = []
+            for path, rows in self._pending:
+                if path.exists():
+                    left.append((path, rows))
+                else:
+                    self._converted += rows
+            self._pending = left
+            return self._converted
 
     def _run(self) -> None:
         while not self._stop.is_set():
             self._wake.wait(self.flush_seconds)
             self._wake.clear()
             self.flush()
+            if self._converter is not None and self._converter.poll() is not None:
+                # the converter died; a new one takes over the spool where it stopped
+                self._converter = _start_converter(self.folder, min(self.flush_seconds, 0.2))
         self.flush()
 
     def flush(self) -> None:
-        queue = self._queue
-        while queue:
+        """Write what is queued as one spool file."""
+        with self._lock:  # one writer at a time (the thread, or close and tests)
+            queue = self._queue
+            if not queue:
+                return
             pop = queue.popleft
-            self._write([pop() for _ in range(min(len(queue), self.flush_rows))])
-
-    def _write(self, items: list[tuple[Any, ...]]) -> None:
-        """One segment per distinct column set and signature (a new version may bring a
-        new one). The writer shares the interpreter with the request loop, so what it
-        does per row is kept to list comprehensions and single numpy/Arrow calls."""
-        groups: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
-        columns: Any = None
-        dtypes: Any = None
-        group: list[tuple[Any, ...]] = []
-        for item in items:
-            # requests of one signature come in runs; a key is made only where a run starts
-            if item[5] != columns or item[8] is not dtypes:
-                columns, dtypes = item[5], item[8]
-                group = groups.setdefault((tuple(columns), id(dtypes)), [])
-            group.append(item)
-        for (names, _), same in groups.items():
-            self._write_group(names, same)
-
-    def _write_group(self, columns: tuple[str, ...], items: list[tuple[Any, ...]]) -> None:
-        import numpy as np
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        dtypes: Mapping[str, str] = items[0][8] or {}
-        rows = [row for item in items for row in item[6]]
-        outputs = [out for item in items for out in item[7]]
-        counts = [len(item[6]) for item in items]
-        # per-request values, spread over the request's rows when a request has several
-        spread = None if len(rows) == len(items) else np.repeat(np.arange(len(items)), counts)
-
-        def per_request(index: int, type_: Any) -> Any:
-            column = pa.array([item[index] for item in items], type_)
-            return column if spread is None else column.take(spread)
-
-        data: dict[str, Any] = {
-            "ts": per_request(0, pa.float64()),
-            "request_id": per_request(1, pa.string()),
-            "model": per_request(2, pa.string()),
-            "version": per_request(3, pa.int64()),
-            "latency_ms": per_request(4, pa.float64()),
-            "prediction": _column(outputs, dtypes.get("prediction")),
-        }
-        matrix = _numeric_matrix(rows, columns, dtypes)
-        if matrix is not None:  # one conversion, then each column a contiguous slice
-            for name, values in zip(columns, np.ascontiguousarray(matrix.T), strict=True):
-                column = pa.array(values)
-                if _ARROW_TYPES.get(dtypes.get(name, ""), "float64") == "int64":
-                    column = column.cast(pa.int64())
-                data[f"{INPUT_PREFIX}{name}"] = column
-        else:
-            for name, values in zip(columns, zip(*rows, strict=True), strict=True):
-                data[f"{INPUT_PREFIX}{name}"] = _column(list(values), dtypes.get(name))
-        table = pa.table(data)
-        day = time.strftime("%Y-%m-%d", time.gmtime(items[0][0]))
-        target_dir = self.folder / day
-        target_dir.mkdir(parents=True, exist_ok=True)
-        name = f"{time.strftime('%H%M%S', time.gmtime())}-{os.getpid()}-{self.segments:06d}"
-        tmp = target_dir / f".{name}.parquet.tmp"
-        # dictionary pages pay off for text (model names, categories), not for measurements
-        text = [f.name for f in table.schema if pa.types.is_string(f.type)]
-        pq.write_table(table, tmp, use_dictionary=text)
-        os.replace(tmp, target_dir / f"{name}.parquet")
-        self.segments += 1
-        self.written += table.num_rows
+            taken = [pop() for _ in range(len(queue))]
+            lines = [line for line, _ in taken]
+            if taken[0][1] != HEADER and self._header is not None:
+                lines.insert(0, self._header)  # every spool file starts with its signature
+            headers = [line for line, count in taken if count == HEADER]
+            if headers:
+                self._header = headers[-1]
+            rows = sum(count for _, count in taken) + len(headers)  # HEADER counts -1
+            self._files += 1
+            # the time the segment is written, first: monitors skip segments older than
+            # a window by their name, and read a day's segments in log order
+            now = time.time()
+            clock = time.strftime("%H%M%S", time.gmtime(now))
+            name = f"{clock}-{int(now * 1e6) % 1_000_000:06d}-{os.getpid()}-{self._files:06d}"
+            target = self.spool / f"{name}.jsonl"
+            tmp = self.spool / f".{name}.jsonl.tmp"
+            try:
+                with tmp.open("wb") as f:
+                    f.write(b"\n".join(lines))
+                    f.write(b"\n")
+                os.replace(tmp, target)
+            except OSError:
+                self.dropped += rows
+                tmp.unlink(missing_ok=True)
+                return
+            self.spooled += rows
+            self._pending.append((target, rows))
 
     def close(self) -> None:
+        """Write out the buffer and wait until every spool file is a segment."""
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout=10)
+        converter = self._converter
+        if converter is not None and converter.poll() is None:
+            assert converter.stdin is not None
+            converter.stdin.close()  # the converter finishes the spool, then exits
+            try:
+                converter.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                converter.kill()
+                converter.wait()
+        convert_spool(self.folder)  # whatever a dead converter left
+        _ = self.written
+
+
+def _start_converter(folder: Path, poll: float) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "treadle.serving.predlog", str(folder), str(poll)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,  # a Ctrl-C meant for the server does not cut a segment short
+    )
+
+
+def _spool_files(folder: Path) -> list[Path]:
+    spool = folder / SPOOL
+    if not spool.is_dir():
+        return []
+    return sorted(p for p in spool.iterdir() if p.suffix == ".jsonl" and not p.name.startswith("."))
+
+
+def _requests(path: Path) -> Iterator[tuple[tuple[str, ...], Mapping[str, str], list[Any]]]:
+    """Runs of requests of one signature from a spool file, as the segment writer takes
+    them: (columns, dtypes, items)."""
+    import orjson
+
+    header: dict[str, Any] | None = None
+    items: list[tuple[Any, ...]] = []
+    for raw in path.read_bytes().splitlines():
+        if not raw:
+            continue
+        record = orjson.loads(raw)
+        if isinstance(record, dict):
+            if header is not None and items:
+                yield tuple(header["columns"]), header["dtypes"], items
+            header, items = record, []
+            continue
+        if header is None or record[4] is None:
+            continue  # a request whose values JSON could not carry
+        t, request_id, version, latency, rows, outputs = record
+        items.append((t, request_id, header["model"], version, latency, rows, outputs))
+    if header is not None and items:
+        yield tuple(header["columns"]), header["dtypes"], items
+
+
+def convert_spool(folder: Path) -> int:
+    """Turn every finished spool file under `folder` into a segment; the rows converted."""
+    done = 0
+    for path in _spool_files(folder):
+        for segment, (columns, dtypes, items) in enumerate(_requests(path)):
+            done += _write_segment(folder, f"{path.stem}-{segment}", columns, dtypes, items)
+        path.unlink(missing_ok=True)
+    return done
+
+
+def _write_segment(
+    folder: Path,
+    name: str,
+    columns: tuple[str, ...],
+    dtypes: Mapping[str, str],
+    items: list[tuple[Any, ...]],
+) -> int:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [row for item in items for row in item[5]]
+    outputs = [out for item in items for out in item[6]]
+    counts = [len(item[5]) for item in items]
+    # per-request values, spread over the request's rows when a request has several
+    spread = None if len(rows) == len(items) else np.repeat(np.arange(len(items)), counts)
+
+    def per_request(index: int, type_: Any) -> Any:
+        column = pa.array([item[index] for item in items], type_)
+        return column if spread is None else column.take(spread)
+
+    data: dict[str, Any] = {
+        "ts": per_request(0, pa.float64()),
+        "request_id": per_request(1, pa.string()),
+        "model": per_request(2, pa.string()),
+        "version": per_request(3, pa.int64()),
+        "latency_ms": per_request(4, pa.float64()),
+        "prediction": _column(outputs, dtypes.get("prediction")),
+    }
+    matrix = _numeric_matrix(rows, columns, dtypes)
+    if matrix is not None:  # one conversion, then each column a contiguous slice
+        for column_name, values in zip(columns, np.ascontiguousarray(matrix.T), strict=True):
+            column = pa.array(values)
+            if _ARROW_TYPES.get(dtypes.get(column_name, ""), "float64") == "int64":
+                column = column.cast(pa.int64())
+            data[f"{INPUT_PREFIX}{column_name}"] = column
+    else:
+        for column_name, values in zip(columns, zip(*rows, strict=True), strict=True):
+            data[f"{INPUT_PREFIX}{column_name}"] = _column(list(values), dtypes.get(column_name))
+    table = pa.table(data)
+    day = time.strftime("%Y-%m-%d", time.gmtime(items[0][0]))
+    target_dir = folder / day
+    target_dir.mkdir(parents=True, exist_ok=True)
+    tmp = target_dir / f".{name}-{os.getpid()}.parquet.tmp"
+    # dictionary pages pay off for text (model names, categories), not for measurements
+    text = [f.name for f in table.schema if pa.types.is_string(f.type)]
+    pq.write_table(table, tmp, use_dictionary=text)
+    os.replace(tmp, target_dir / f"{name}.parquet")
+    return int(table.num_rows)
+
+
+def _converter_main(folder: Path, poll: float) -> None:
+    """The converter process: convert the spool every `poll` seconds until the server
+    closes our stdin, then once more and exit."""
+    # background work: on a machine the server keeps busy, converting waits for idle time
+    # rather than taking it from requests (the buffer and spool absorb the delay)
+    os.nice(19)
+    stdin = sys.stdin.fileno()
+    while True:
+        convert_spool(folder)
+        ready, _, _ = select.select([stdin], [], [], poll)
+        if ready and not os.read(stdin, 65536):
+            break
+    convert_spool(folder)
 
 
 def read_predictions(folder: Path) -> Any:
@@ -218,3 +370,7 @@ def read_predictions(folder: Path) -> Any:
     if not files:
         return pa.table({f: [] for f in SCHEMA_FIELDS})
     return pa.concat_tables([pq.read_table(f) for f in files], promote_options="permissive")
+
+
+if __name__ == "__main__":
+    _converter_main(Path(sys.argv[1]), float(sys.argv[2]))
