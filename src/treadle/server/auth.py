@@ -86,7 +86,13 @@ def authenticate(request: Request) -> Principal:
     scheme, _, secret = header.partition(" ")
     if scheme.lower() != "bearer" or not secret.startswith(TOKEN_PREFIX):
         raise Unauthorized("this endpoint needs a token")
-    found = store_of(request).auth.find_token(hash_token(secret.strip()))
+    return principal_of_hash(store_of(request), hash_token(secret.strip()))
+
+
+def principal_of_hash(store: Store, digest: str) -> Principal:
+    """Whose token hashes to `digest`, if it is usable now: the one check of a token,
+    for bearer tokens and for the dashboard's sessions alike."""
+    found = store.auth.find_token(digest)
     if found is None:
         raise Unauthorized("the token is not valid")
     token, user = found

@@ -16,7 +16,13 @@ import threading
 import time
 
 from treadle.errors import TreadleError
-from treadle.server.auth import TOKEN_PREFIX, Principal, Unauthorized, hash_token
+from treadle.server.auth import (
+    TOKEN_PREFIX,
+    Principal,
+    Unauthorized,
+    hash_token,
+    principal_of_hash,
+)
 from treadle.store import Store
 
 COOKIE = "treadle_session"
@@ -57,19 +63,7 @@ def principal_of(store: Store, secret: str) -> Principal:
     secret = secret.strip()
     if not secret.startswith(TOKEN_PREFIX):
         raise Unauthorized("that is not a treadle token", "tokens start with trd_")
-    return _check(store, hash_token(secret))
-
-
-def _check(store: Store, digest: str) -> Principal:
-    found = store.auth.find_token(digest)
-    if found is None:
-        raise Unauthorized("the token is not valid", "`treadle up` prints the first one")
-    token, user = found
-    if not token.usable(time.time()):
-        raise Unauthorized("the token has expired or was revoked", "create a new token")
-    if user.disabled:
-        raise Unauthorized(f"user {user.name!r} is disabled", "ask a server admin")
-    return Principal(user, token.id)
+    return principal_of_hash(store, hash_token(secret))
 
 
 class Sessions:
@@ -100,7 +94,7 @@ class Sessions:
                 raise LoginNeeded("please log in")
             session.seen = now
         try:
-            return session, _check(store, session.token_hash)
+            return session, principal_of_hash(store, session.token_hash)
         except Unauthorized as exc:
             self.close(session.id)
             raise LoginNeeded(exc.message, exc.hint) from None
