@@ -352,6 +352,13 @@ def _converter_main(folder: Path, poll: float) -> None:
     # background work: on a machine the server keeps busy, converting waits for idle time
     # rather than taking it from requests (the buffer and spool absorb the delay)
     os.nice(19)
+    # everything conversion imports, now, while the server starts: pyarrow's first numpy
+    # conversion imports pandas, half a second of CPU better not spent under load
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet
+
+    pa.array(np.zeros(1))
     stdin = sys.stdin.fileno()
     while True:
         convert_spool(folder)
