@@ -46,7 +46,8 @@ TARGETS_PREFIX = "targets/"
 KFP_TARGET = "kfp/pipeline.yaml"
 """The Kubeflow Pipelines YAML that `treadle pipeline build --target kfp` adds."""
 UNREADABLE = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError)
-"""What reading a damaged zip member raises."""
+"""What reading a damaged zip member raises (NotImplementedError: a compression method
+the zipfile module does not have)."""
 MAX_FILES = 2000
 MAX_BYTES = 64 * 1024 * 1024
 # folders never packaged: tooling, caches, environments and build output
