@@ -3,6 +3,8 @@ scikit-learn ships. Only the pipeline and its policy differ from the classifier'
 
     treadle demo --pipeline examples/loop/regression/pipeline.py \\
                  --policy examples/loop/regression/policy.yaml
+
+(`policy.py` beside it is the same policy written in Python.)
 """
 
 from __future__ import annotations

@@ -278,7 +278,12 @@ def demo(
         Path, typer.Option("--pipeline", help="The training pipeline to build and deploy.")
     ] = Path("examples/loop/pipeline.py"),
     policy_file: Annotated[
-        Path, typer.Option("--policy", help="The policy the platform follows.")
+        Path,
+        typer.Option(
+            "--policy",
+            help="The policy the platform follows: a YAML file, or a Python file defining "
+            "`policy` (see `treadle policies apply --help`).",
+        ),
     ] = Path("examples/loop/policy.yaml"),
     rate: Annotated[float, typer.Option(help="Requests per second of simulated traffic.")] = 60,
     dataset: Annotated[
@@ -297,7 +302,7 @@ def demo(
     """
     from treadle.client import Client
     from treadle.engine import find_pipeline
-    from treadle.loop.policy import load_text, parse
+    from treadle.loop.policy import parse, read_policies
     from treadle.packaging import build_package
 
     for path in (pipeline_file, policy_file):
@@ -305,7 +310,13 @@ def demo(
             raise NotFoundError(f"no {path}", "run the demo from treadle's source folder")
     if dataset not in DATASETS:
         raise InvalidInputError(f"--dataset {dataset!r} is not one of {', '.join(DATASETS)}")
-    spec = load_text(policy_file.read_text())
+    specs = read_policies(policy_file)
+    if len(specs) != 1:
+        raise InvalidInputError(
+            f"{policy_file} defines {len(specs)} policies; the demo follows one",
+            "give it a file that defines `policy`",
+        )
+    spec = specs[0]
     policy = parse(spec)
     if policy.canary is None or "monitor" not in policy.where:
         raise InvalidInputError(

@@ -12,7 +12,7 @@ from rich.markup import escape
 
 from treadle.cli import common
 from treadle.cli.automation import _assignments, _client, _table
-from treadle.errors import InvalidInputError, NotFoundError
+from treadle.errors import InvalidInputError
 
 monitor = typer.Typer(
     help="Monitors of deployments: drift, live performance, service health and alerts.",
@@ -180,22 +180,33 @@ def delete(name: Annotated[str, typer.Argument(help="Monitor name.")]) -> None:
 
 @policies.command("apply")
 def apply(
-    path: Annotated[Path, typer.Argument(help="A policy file (YAML).")],
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="A policy file: YAML, or Python (.py) defining `policy`, or `policies` "
+            "for several."
+        ),
+    ],
     replace: Annotated[
         bool, typer.Option("--replace", help="Change the policy of that name if it exists.")
     ] = False,
 ) -> None:
-    """Create or change a policy from a YAML file.
+    """Create or change a policy from a YAML or Python file.
 
-    Example: treadle policies apply examples/loop/policy.yaml
+    A .py file is imported (its folder importable) and defines `policy`, or `policies`
+    (a list): dicts in the YAML's shape, or built with treadle.loop's define_policy,
+    on_alert, retrain, register, canary and promote. Each policy is applied in turn.
+
+    Example: treadle policies apply examples/loop/regression/policy.py
     """
-    from treadle.loop.policy import load_text
+    from treadle.loop.policy import read_policies
 
-    if not path.is_file():
-        raise NotFoundError(f"no policy file {path}")
-    spec = load_text(path.read_text())
-    made = _client().put_policy(spec, replace=replace)
-    common.console().print(f"policy {made.name}: acting on {spec.get('on', {})}")
+    specs = read_policies(path)
+    client = _client()
+    for spec in specs:
+        made = client.put_policy(spec, replace=replace)
+        acting = escape(str(spec.get("on", {})))
+        common.console().print(f"policy {escape(made.name)}: acting on {acting}")
 
 
 @policies.command("list")
