@@ -1,15 +1,19 @@
-"""`treadle deployments`: managed deployments, their revisions and traffic."""
+"""`treadle deployments`: managed deployments, their revisions and traffic, and the true
+labels of their predictions."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
 from treadle.cli import common
 from treadle.cli.actions import actions
 from treadle.cli.serve import parse_percent, serve_deployment
-from treadle.errors import InvalidInputError
+from treadle.errors import ConfigError, InvalidInputError, TreadleError
 
 app = typer.Typer(help="Managed deployments: revisions, traffic, rollback.", no_args_is_help=True)
 app.command("serve")(serve_deployment)
@@ -112,3 +116,118 @@ def shadow(
 def single(name: Annotated[str, typer.Argument(help="Deployment name.")]) -> None:
     """Serve the primary alone again."""
     _set_policy(name, "single", None)
+
+
+FEEDBACK_BATCH = 10_000
+"""Lines of a --file sent per request: well under the model server's 8 MiB body limit."""
+
+
+@app.command()
+def feedback(
+    name: Annotated[str, typer.Argument(help="Deployment name.")],
+    request_id: Annotated[
+        str | None,
+        typer.Option(help="The id the prediction's answer carried (x-request-id)."),
+    ] = None,
+    label: Annotated[
+        str | None,
+        typer.Option(
+            help="The true label: JSON when it parses (1, 0.5, true, '\"yes\"'), else text."
+        ),
+    ] = None,
+    row: Annotated[
+        int | None, typer.Option(help="Which row of a request of several (from 0).")
+    ] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            "--file",
+            help='JSON Lines of feedback objects, e.g. {"request_id": "…", "label": 1}.',
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+) -> None:
+    """Send the true labels of requests a deployment answered, through the server, to the
+    model server `treadle up` runs for it (the deployment needs a port)."""
+    if not common.remote():
+        raise ConfigError(
+            "`treadle deployments feedback` sends labels through a treadle server, and "
+            "TREADLE_URL (or --url) is not set",
+            "set TREADLE_URL and TREADLE_TOKEN, or POST the labels to the model server's "
+            "own /feedback",
+        )
+    if file is not None:
+        if request_id is not None or label is not None or row is not None:
+            raise InvalidInputError(
+                "--file takes the labels from the file", "drop --request-id, --label and --row"
+            )
+        accepted = _send_file(name, file)
+    elif request_id is None or label is None:
+        raise InvalidInputError(
+            "--request-id and --label are both needed",
+            "e.g. --request-id 7f3a… --label 1, or --file labels.jsonl for many",
+        )
+    else:
+        accepted = common.client().send_feedback(name, request_id, _label(label), row=row)
+    common.console().print(f"{name}: {accepted} label{'' if accepted == 1 else 's'} accepted")
+
+
+def _label(text: str) -> Any:
+    """`1`, `0.5`, `true` and `"yes"` as JSON; anything else (`yes`, `NaN`) as text."""
+
+    def refuse(constant: str) -> Any:
+        raise ValueError(constant)
+
+    try:
+        return json.loads(text, parse_constant=refuse)
+    except ValueError:
+        return text
+
+
+def _send_file(name: str, file: Path) -> int:
+    items: list[dict[str, Any]] = []
+    lines: list[int] = []  # the line number of each item
+    with file.open(encoding="utf-8") as lines_of:
+        for number, line in enumerate(lines_of, start=1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except ValueError as exc:
+                raise InvalidInputError(f"{file}, line {number}: not JSON ({exc})") from None
+            if not isinstance(item, dict):
+                raise InvalidInputError(
+                    f"{file}, line {number}: not a feedback object",
+                    'write one {"request_id": ..., "label": ...} a line',
+                )
+            items.append(item)
+            lines.append(number)
+    if not items:
+        raise InvalidInputError(f"{file} holds no feedback", "write one object a line")
+    accepted = 0
+    for start in range(0, len(items), FEEDBACK_BATCH):
+        batch = items[start : start + FEEDBACK_BATCH]
+        try:
+            accepted += common.client().send_feedback(name, feedback=batch)
+        except TreadleError as exc:
+            # a refusal names the item by its place in the batch (feedback[3].label) or by
+            # its request id: name its line instead, and say what earlier batches delivered
+            message = exc.message
+            found = re.match(r"feedback(?:\[(\d+)\]|\.(\d+))\.?", message)
+            if found is not None:
+                at = lines[start + int(found.group(1) or found.group(2))]
+                message = f"{file}, line {at}: {message[found.end() :] or message}"
+            else:
+                named = [
+                    i
+                    for i, item in enumerate(batch)
+                    if isinstance(item.get("request_id"), str)
+                    and repr(item["request_id"]) in message
+                ]
+                if named:
+                    message = f"{file}, line {lines[start + named[0]]}: {message}"
+            sent = f"the {accepted} labels before line {lines[start]} were accepted"
+            hint = "; ".join(part for part in (exc.hint, sent if accepted else "") if part)
+            raise type(exc)(message, hint) from None
+    return accepted

@@ -1,8 +1,11 @@
-"""Client calls for deployments: specs, revisions, traffic, rollback and follow."""
+"""Client calls for deployments: specs, revisions, traffic, rollback and follow, and
+the true labels of their predictions."""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from treadle.client.transport import Transport, segment
 from treadle.store.records import DeploymentRecord, DeploymentRevisionRecord
@@ -72,6 +75,33 @@ class DeploymentsApi(Transport):
         return self._call(
             DeploymentRevisionRecord, "PUT", self._deployment(name, "/traffic"), json=body
         )
+
+    def send_feedback(
+        self,
+        name: str,
+        request_id: str | None = None,
+        label: Any = None,
+        *,
+        row: int | None = None,
+        labels: Sequence[Any] | None = None,
+        feedback: Sequence[Mapping[str, Any]] | None = None,
+    ) -> int:
+        """True labels of requests deployment `name` answered, passed on to the model
+        server `treadle up` runs for it: `label` for `request_id` (and `row` for one row
+        of a request of several), `labels` for every row of it, or `feedback`, many such
+        objects (`{"request_id": ..., "label": ...}`). Answers how many were accepted.
+
+        An id the model server did not answer recently is a NotFoundError, a label of
+        the wrong type an InvalidInputError, a deployment without a port a
+        ConflictError, a model server that does not answer a StoreUnavailableError."""
+        given = {"request_id": request_id, "row": row, "label": label}
+        body: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+        if labels is not None:
+            body["labels"] = list(labels)
+        if feedback is not None:
+            body["feedback"] = [dict(item) for item in feedback]
+        answer = self._call(dict[str, int], "POST", self._deployment(name, "/feedback"), json=body)
+        return answer["accepted"]
 
     def _deployment(self, name: str, path: str = "") -> str:
         return self._in_project(f"/deployments/{segment(name)}{path}")

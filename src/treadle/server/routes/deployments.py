@@ -1,14 +1,16 @@
 """Deployments: creating and changing them (`treadle deploy`), their numbered revisions
-(synced with the aliases they follow), traffic policy, rollback and follow."""
+(synced with the aliases they follow), traffic policy, rollback and follow, and the true
+labels of their predictions, passed on to the model server `treadle up` runs for them."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Request
-from pydantic import BaseModel, Field
+import httpx
+from fastapi import APIRouter, Depends, Path, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
 
-from treadle.errors import ConflictError
+from treadle.errors import ConflictError, InvalidInputError, TreadleError
 from treadle.server.acting import acting_store
 from treadle.server.auth import Access, need, store_of
 from treadle.store import Store
@@ -18,6 +20,10 @@ from treadle.store.records import DeploymentRecord, DeploymentRevisionRecord
 # the routes that change a deployment, so that the server starts without them.
 
 router = APIRouter(prefix="/projects/{project}", tags=["deployments"])
+
+# a model server on this machine answers a /feedback at once; one that takes longer is
+# hung, and the caller hears so instead of waiting on it
+FORWARD_TIMEOUT = httpx.Timeout(5.0, connect=1.0)
 
 # a new deployment's name becomes part of file names on the server (the controller's pid
 # file and log): the characters of a project name only
@@ -72,6 +78,68 @@ class TrafficIn(BaseModel):
     canary_weight: float = Field(
         default=0.1, gt=0, lt=1, description="The candidate's share of requests (canary)."
     )
+
+
+class _Label(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    row: int | None = Field(
+        default=None,
+        ge=0,
+        strict=True,
+        description="Which row of a request of several the label is for (from 0; default 0).",
+    )
+    label: Any = Field(
+        default=None,
+        description="The true label, of the model's output type (a number for a numeric "
+        "prediction).",
+    )
+    labels: list[Any] | None = Field(
+        default=None, description="One label per row of the request, instead of `label`."
+    )
+
+
+class LabelIn(_Label):
+    """The true label of one answered request, or of one row of it."""
+
+    request_id: str = Field(
+        min_length=1,
+        strict=True,
+        description="The id the prediction's answer carried (`x-request-id` or `request_id`).",
+    )
+
+
+class FeedbackIn(_Label):
+    """`{"request_id", "label"}` (with `row` for one row of a request of several),
+    `{"request_id", "labels": [...]}` (one per row), or `{"feedback": [...]}` of either:
+    the body the model server's own `POST /feedback` takes."""
+
+    request_id: str | None = Field(
+        default=None,
+        min_length=1,
+        strict=True,
+        description="The id the prediction's answer carried (`x-request-id` or `request_id`).",
+    )
+    feedback: list[LabelIn] | None = Field(
+        default=None, min_length=1, max_length=100_000, description="Many labels at once."
+    )
+
+
+class FeedbackAccepted(BaseModel):
+    accepted: int = Field(description="How many labels the model server took.")
+
+
+class ModelServerDown(TreadleError):
+    """The deployment's model server did not answer."""
+
+    http_status = 503
+
+
+class ModelServerFailed(TreadleError):
+    """The deployment's model server answered with something other than its own answer
+    or refusal."""
+
+    http_status = 502
 
 
 @router.get("/deployments", response_model=list[DeploymentRecord])
@@ -228,6 +296,55 @@ def sync(
             {"revision": revision.number},
         )
     return revision
+
+
+@router.post("/deployments/{name}/feedback", status_code=202, response_model=FeedbackAccepted)
+def send_feedback(
+    name: str, body: FeedbackIn, request: Request, access: Access = Depends(need("editor"))
+) -> Response:
+    """The true labels of requests the deployment answered, passed on to the model server
+    `treadle up` runs for it (the deployment's port), whose answer comes back unchanged:
+    202 with the count, 404 naming `request_id` for an id it did not answer recently,
+    422 naming `label` for a label of the wrong type. A deployment without a port is a
+    409, a model server that does not answer a 503. Labels are data, not a change to the
+    deployment: they come by the thousand and go to the feedback log, not the audit log."""
+    if body.feedback is not None and body.model_fields_set - {"feedback"}:
+        raise InvalidInputError(
+            "send feedback (a list) alone, or one request's request_id with label or labels",
+            'e.g. {"feedback": [{"request_id": "…", "label": 1}]}',
+        )
+    deployment = store_of(request).deployments.get_deployment(access.project.id, name)
+    port = deployment.spec.get("port")
+    if not isinstance(port, int):
+        raise ConflictError(
+            f"deployment {name!r} has no port: no model server of this platform serves it",
+            "send the labels to its model server's own POST /feedback, or deploy it with a "
+            f"port (`treadle deploy REF --name {name} --port N`) so that `treadle up` runs it",
+        )
+    try:
+        answer = httpx.post(
+            f"http://127.0.0.1:{port}/feedback",
+            json=body.model_dump(exclude_unset=True),
+            timeout=FORWARD_TIMEOUT,
+            trust_env=False,  # a proxy from the environment must not stand in between
+        )
+    except httpx.HTTPError as exc:
+        raise ModelServerDown(
+            f"the server of deployment {name!r} (127.0.0.1:{port}) is not answering: "
+            f"{str(exc) or type(exc).__name__}",
+            "`treadle up` restarts a server that stopped (its log is under "
+            "$TREADLE_HOME/logs/deployments); try again in a few seconds",
+        ) from None
+    kind = answer.headers.get("content-type", "")
+    if not kind.startswith("application/json") or (
+        answer.status_code >= 500 and answer.status_code != 503
+    ):
+        raise ModelServerFailed(
+            f"the server of deployment {name!r} (127.0.0.1:{port}) answered {answer.status_code} "
+            f"{kind or 'without a content type'}: {answer.text[:200]}",
+            "read its log under $TREADLE_HOME/logs/deployments",
+        )
+    return Response(answer.content, status_code=answer.status_code, media_type=kind)
 
 
 def _check_port_free(store: Store, access: Access, name: str, port: int) -> None:
