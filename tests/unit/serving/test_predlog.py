@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pytest
 
 pytest.importorskip("pyarrow")
 
+from treadle.serving import predlog
 from treadle.serving.predlog import PredictionLog, convert_spool, read_predictions
 
 NUMERIC = {"a": "float64", "b": "int64", "prediction": "int64"}
@@ -99,3 +102,85 @@ def test_a_dead_converter_is_replaced_and_nothing_is_lost(tmp_path: Path) -> Non
         time.sleep(0.02)
     log.close()
     assert sorted(read_predictions(tmp_path).column("request_id").to_pylist()) == ["r1", "r2"]
+
+
+def _spooled_runs(tmp_path: Path, requests: list[tuple[Any, ...]], dtypes: dict[str, str]) -> Any:
+    """The runs of the spool file a log writes for `requests` (request id, columns, rows,
+    outputs); the log is closed, so the segments are written too."""
+    log = PredictionLog(tmp_path, flush_seconds=60, convert=False)
+    for request_id, columns, rows, outputs in requests:
+        log.append(request_id, "m", 3, 2.0, columns, rows, outputs, dtypes)
+    log.flush()
+    (spool,) = (tmp_path / ".spool").glob("*.jsonl")
+    runs = list(predlog._runs(spool.read_bytes()))
+    log.close()
+    return runs
+
+
+def test_the_columnar_reader_and_the_line_reader_make_the_same_segment(tmp_path: Path) -> None:
+    """Numeric signatures take pyarrow's JSON reader; it must give exactly the table the
+    line-by-line reader gives: rows spread per request, integers typed, types as declared,
+    and a request whose values JSON cannot carry left out."""
+    requests = [
+        ("r1", ["a", "b"], [[0.5, 2]], [1]),
+        ("r2", ["a", "b"], [[1, 3], [2.25, 4], [3.0, 5]], [0, 1, 0]),  # an int for a float
+        ("r3", ["a", "b"], [[float("nan"), 7]], [1]),
+        ("r4", ["a", "b"], [[4.0, 6]], [1]),
+    ]
+    ((header, body),) = _spooled_runs(tmp_path, requests, NUMERIC)
+    columnar = predlog._arrow_table(header, body)
+    assert columnar is not None
+    by_line = predlog._python_table(header, body)
+    assert columnar.schema == by_line.schema
+    assert columnar.to_pandas().equals(by_line.to_pandas())  # (NaN where NaN)
+    assert columnar.column("request_id").to_pylist() == ["r1", "r2", "r2", "r2", "r3", "r4"]
+    assert columnar.column("input.a").to_pylist()[:4] == [0.5, 1.0, 2.25, 3.0]
+    assert columnar.column("input.b").to_pylist() == [2, 3, 4, 5, 7, 6]
+    assert str(columnar.schema.field("input.b").type) == "int64"
+    assert str(columnar.schema.field("prediction").type) == "int64"
+    assert set(columnar.column("model").to_pylist()) == {"m"}
+
+
+@pytest.mark.parametrize(
+    ("columns", "rows", "outputs", "dtypes"),
+    [
+        (["city", "size"], [["Oslo", 3.0]], [0.5], MIXED),  # text inputs
+        (["a", "b"], [[0.5, 2.5]], [1], NUMERIC),  # a fraction in an integer column
+        (["a", "b"], [[0.5, 2]], ["yes"], {"a": "float64", "b": "int64"}),  # no output type
+    ],
+    ids=["text-inputs", "fraction-in-int", "undeclared-output"],
+)
+def test_what_the_columnar_reader_cannot_type_goes_line_by_line(
+    tmp_path: Path,
+    columns: list[str],
+    rows: list[list[Any]],
+    outputs: list[Any],
+    dtypes: dict[str, str],
+) -> None:
+    ((header, body),) = _spooled_runs(tmp_path, [("r1", columns, rows, outputs)], dtypes)
+    assert predlog._arrow_table(header, body) is None
+    (row,) = read_predictions(tmp_path).to_pylist()
+    assert [row[f"input.{c}"] for c in columns] == rows[0]
+    assert row["prediction"] == outputs[0]
+
+
+def test_a_value_json_cannot_carry_leaves_that_request_out(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path, flush_seconds=60)
+    log.append("r1", "m", 1, 1.0, ["a", "b"], [[1.0, 1]], [1], NUMERIC)
+    log.append("r2", "m", 1, 1.0, ["a", "b"], [[object(), 1]], [1], NUMERIC)
+    log.append("r3", "m", 1, 1.0, ["a", "b"], [[3.0, 3]], [0], NUMERIC)
+    log.close()
+    assert read_predictions(tmp_path).column("request_id").to_pylist() == ["r1", "r3"]
+
+
+def test_a_spool_file_of_the_earlier_line_format_still_converts(tmp_path: Path) -> None:
+    """Requests were once JSON arrays; a spool left by such a server is still read."""
+    spool = tmp_path / ".spool"
+    spool.mkdir()
+    header = orjson.dumps({"model": "m", "columns": ["a", "b"], "dtypes": NUMERIC})
+    lines = [orjson.dumps([time.time(), "old", 1, 1.0, [[1.0, 2], [3.0, 4]], [0, 1]])]
+    (spool / "000000-000000-1-000001.jsonl").write_bytes(b"\n".join([header, *lines]) + b"\n")
+    assert convert_spool(tmp_path) == 2
+    table = read_predictions(tmp_path)
+    assert table.column("input.b").to_pylist() == [2, 4]
+    assert table.column("prediction").to_pylist() == [0, 1]
