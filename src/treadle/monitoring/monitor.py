@@ -20,7 +20,6 @@ import json
 import math
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,13 @@ from typing import Any
 from treadle.config import deployment_log
 from treadle.errors import InvalidInputError, NotFoundError, TreadleError
 from treadle.monitoring import rules as rule_grammar
+from treadle.monitoring.health import (
+    RequestCounts,
+    add_error_rates,
+    error_rates,
+    health,
+    scrape_requests,
+)
 from treadle.store.records import MonitorRecord, new_id
 
 LAG_SECONDS = 1.5
@@ -158,35 +164,10 @@ def read_feedback(folder: Path) -> Any:
 # -- one window's statistics -------------------------------------------------------------
 
 
-def _percentile(values: Any, q: float) -> float | None:
-    import numpy as np
-
-    return float(np.percentile(values, q)) if len(values) else None
-
-
-def health(frame: Any, span: float) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for version, part in frame.groupby("version"):
-        latency = part.drop_duplicates("request_id")["latency_ms"].to_numpy()
-        requests = int(part["request_id"].nunique())
-        out[str(int(version))] = {
-            "rows": len(part),
-            "requests": requests,
-            "requests_per_s": requests / span if span > 0 else None,
-            "p50_ms": _percentile(latency, 50),
-            "p95_ms": _percentile(latency, 95),
-            "p99_ms": _percentile(latency, 99),
-        }
-    latency = frame.drop_duplicates("request_id")["latency_ms"].to_numpy()
-    requests = int(frame["request_id"].nunique()) if len(frame) else 0
-    return {
-        "requests": requests,
-        "requests_per_s": requests / span if span > 0 else None,
-        "p50_ms": _percentile(latency, 50),
-        "p95_ms": _percentile(latency, 95),
-        "p99_ms": _percentile(latency, 99),
-        "by_version": out,
-    }
+def _port(deployment: Any) -> int | None:
+    """Where the deployment's model server listens, when `treadle up` runs it."""
+    port = (deployment.spec or {}).get("port")
+    return int(port) if port else None
 
 
 def _is_number(value: Any) -> bool:
@@ -293,7 +274,8 @@ class Monitoring:
         self.clock = clock
         self.announce = announce
         self._profiles: dict[tuple[str, str, int], dict[str, Any] | None] = {}
-        self._scraped: dict[str, tuple[float, float]] = {}
+        # the last request counts each monitor scraped, and from which port
+        self._scraped: dict[str, tuple[int, RequestCounts]] = {}
         self._projects: dict[str, str] = {}
 
     # -- the loop ---------------------------------------------------------------------
@@ -320,6 +302,12 @@ class Monitoring:
 
     def advance(self, monitor: MonitorRecord) -> int:
         deployment = self._deployment(monitor)
+        port, known = _port(deployment), self._scraped.get(monitor.id)
+        if port and (known is None or known[0] != port):
+            # a baseline, so that the first window has an error rate of its own
+            counts = scrape_requests(port)
+            if counts is not None:
+                self._scraped[monitor.id] = (port, counts)
         home = self.store.settings.home
         wait = float(monitor.thresholds.get("label_wait", 0.0))
         ready = self.clock() - LAG_SECONDS - wait
@@ -374,9 +362,9 @@ class Monitoring:
         self, monitor: MonitorRecord, deployment: Any, start: float, end: float, part: Any
     ) -> bool:
         stats = self.window_stats(monitor, part, start, end)
-        port = (deployment.spec or {}).get("port")
+        port = _port(deployment)
         if port:
-            stats["health"]["error_rate"] = self._error_rate(monitor.id, int(port))
+            add_error_rates(stats, self._error_rates(monitor.id, port))
         status = "no_data" if stats["rows"] == 0 else ("drift" if stats["drift_verdict"] else "ok")
         window = self.store.monitoring.add_window(
             monitor.id,
@@ -481,25 +469,19 @@ class Monitoring:
             self._profiles[key] = read_manifest(record.manifest_sha, self.store.objects).profile
         return self._profiles[key]
 
-    def _error_rate(self, monitor_id: str, port: int) -> float | None:
-        """Errors over requests since the last window, from the model server's metrics."""
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as r:
-                text = r.read().decode()
-        except OSError:
+    def _error_rates(self, monitor_id: str, port: int) -> dict[str, Any] | None:
+        """Error rates of the requests the server counted since this monitor's last
+        scrape: those of the window closing now (the log's lag and `label_wait` later).
+        When the server does not answer, the last counts stay, so the next window's
+        rates cover both windows."""
+        counts = scrape_requests(port)
+        if counts is None:
             return None
-        total = errors = 0.0
-        for line in text.splitlines():
-            if line.startswith("treadle_requests_total{"):
-                value = float(line.rsplit(" ", 1)[1])
-                total += value
-                if 'status="200"' not in line:
-                    errors += value
         before = self._scraped.get(monitor_id)
-        self._scraped[monitor_id] = (total, errors)
-        if before is None or total <= before[0]:
+        self._scraped[monitor_id] = (port, counts)
+        if before is None or before[0] != port:
             return None
-        return (errors - before[1]) / (total - before[0])
+        return error_rates(before[1], counts)
 
     # -- alerts ----------------------------------------------------------------------------
 
