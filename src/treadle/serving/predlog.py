@@ -16,7 +16,6 @@ never blocks or fails a prediction.
 
 from __future__ import annotations
 
-import collections
 import json
 import os
 import select
@@ -31,8 +30,6 @@ from typing import Any
 SCHEMA_FIELDS = ("ts", "request_id", "model", "version", "latency_ms", "prediction")
 INPUT_PREFIX = "input."
 SPOOL = ".spool"
-HEADER = -1
-"""The row count that marks a queued line as a signature header."""
 
 
 _ARROW_TYPES = {
@@ -111,14 +108,19 @@ class PredictionLog:
         self.spooled = 0
         """Rows in spool files (converted or not)."""
         self._dumps = orjson.dumps
-        self._numpy = orjson.OPT_SERIALIZE_NUMPY
-        # (line, rows) per request and (header, HEADER) where a signature starts: a deque,
-        # so the request loop appends without a lock and the writer pops what is there
-        self._queue: collections.deque[tuple[bytes, int]] = collections.deque()
+        self._options = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
+        # the lines of the requests not yet spooled, in one growing buffer: a bytes object
+        # per request kept for half a second would be hundreds of allocations the heap
+        # gives back to the system and takes again at every spool file
+        self._buffer = bytearray()
+        self._requests = 0
+        self._rows = 0
+        self._buffer_lock = threading.Lock()
+        """Held by the request loop for one append, by the writer to take the buffer."""
         self._signature: tuple[Any, ...] | None = None
-        """The request loop's: the signature of the last request it appended."""
-        self._header: bytes | None = None
-        """The writer's: the last header it took, which starts the next spool file."""
+        """The signature of the last request appended."""
+        self._header = b""
+        """Its header line, which starts every spool file."""
         self._lock = threading.Lock()
         self._files = 0
         self._pending: list[tuple[Path, int]] = []
@@ -146,35 +148,38 @@ class PredictionLog:
         """Queue one request's predictions; never blocks. `dtypes` (column -> signature
         dtype, "prediction" for the output) fixes the columns' types in the log, so every
         segment of a model reads back with one schema."""
-        queue = self._queue
-        if len(queue) >= self.max_queue:
+        if self._requests >= self.max_queue:
             self.dropped += 1
             return
         record = {"t": time.time(), "r": request_id, "v": version, "l": latency_ms}
         record["x"], record["y"] = rows, outputs
         try:
-            line = self._dumps(record, option=self._numpy)
+            line = self._dumps(record, option=self._options)
         except TypeError:  # a value JSON cannot carry: the request is left out of the log
             record["x"] = None
-            line = self._dumps(record, default=str, option=self._numpy)
-        signature = self._signature
-        if (
-            signature is None
-            or signature[1] is not dtypes
-            or signature[0] != model
-            or signature[2] != columns
-        ):
-            self._signature = (model, dtypes, list(columns))
-            header = {"model": model, "columns": columns, "dtypes": dtypes or {}}
-            queue.append((self._dumps(header), HEADER))
-        queue.append((line, len(rows)))
-        if len(queue) >= self.flush_rows:
+            line = self._dumps(record, default=str, option=self._options)
+        with self._buffer_lock:
+            signature = self._signature
+            if (
+                signature is None
+                or signature[1] is not dtypes
+                or signature[0] != model
+                or signature[2] != columns
+            ):
+                self._signature = (model, dtypes, list(columns))
+                header = {"model": model, "columns": columns, "dtypes": dtypes or {}}
+                self._header = self._dumps(header, option=self._options)
+                self._buffer += self._header
+            self._buffer += line
+            self._requests += 1
+            self._rows += len(rows)
+        if self._requests >= self.flush_rows:
             self._wake.set()
 
     @property
     def depth(self) -> int:
         """Requests not yet in a spool file."""
-        return len(self._queue)
+        return self._requests
 
     @property
     def written(self) -> int:
@@ -202,18 +207,12 @@ class PredictionLog:
     def flush(self) -> None:
         """Write what is queued as one spool file."""
         with self._lock:  # one writer at a time (the thread, or close and tests)
-            queue = self._queue
-            if not queue:
-                return
-            pop = queue.popleft
-            taken = [pop() for _ in range(len(queue))]
-            lines = [line for line, _ in taken]
-            if taken[0][1] != HEADER and self._header is not None:
-                lines.insert(0, self._header)  # every spool file starts with its signature
-            headers = [line for line, count in taken if count == HEADER]
-            if headers:
-                self._header = headers[-1]
-            rows = sum(count for _, count in taken) + len(headers)  # HEADER counts -1
+            with self._buffer_lock:
+                if not self._requests:
+                    return
+                # every spool file starts with the signature of its first request
+                data, self._buffer = self._buffer, bytearray(self._header)
+                rows, self._requests, self._rows = self._rows, 0, 0
             self._files += 1
             # the time the segment is written, first: monitors skip segments older than
             # a window by their name, and read a day's segments in log order
@@ -224,8 +223,7 @@ class PredictionLog:
             tmp = self.spool / f".{name}.jsonl.tmp"
             try:
                 with tmp.open("wb") as f:
-                    f.write(b"\n".join(lines))
-                    f.write(b"\n")
+                    f.write(data)
                 os.replace(tmp, target)
             except OSError:
                 self.dropped += rows

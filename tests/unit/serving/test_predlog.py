@@ -55,14 +55,14 @@ def test_requests_of_several_rows_and_two_signatures_read_back_row_for_row(
 
 
 def test_a_full_buffer_drops_and_counts_instead_of_blocking(tmp_path: Path) -> None:
-    # room for the signature's header and three requests
-    log = PredictionLog(tmp_path, max_queue=4, flush_seconds=60, convert=False)
+    # room for three requests
+    log = PredictionLog(tmp_path, max_queue=3, flush_seconds=60, convert=False)
     log._stop.set()  # the thread that writes the buffer out is held back
     log._wake.set()
     log._thread.join()
     for i in range(5):
         log.append(f"r{i}", "m", 1, 1.0, ["a", "b"], [[1.0, 1]], [1], NUMERIC)
-    assert (log.depth, log.dropped) == (4, 2)
+    assert (log.depth, log.dropped) == (3, 2)
     log.flush()
     assert (log.depth, log.spooled) == (0, 3)
     assert convert_spool(tmp_path) == 3
