@@ -96,6 +96,7 @@ def bench_window(rows: int, repeats: int) -> None:
         live = rng.normal(size=(rows, FEATURES))
         live[:, :5] += 0.5
         predictions = (live[:, 0] + live[:, 1] > 0).astype(int).tolist()
+        dtypes = {**dict.fromkeys(columns, "float64"), "prediction": "int64"}
         batch = 1000
         for start in range(0, rows, batch):
             request = f"r{start}"
@@ -107,6 +108,7 @@ def bench_window(rows: int, repeats: int) -> None:
                 columns,
                 live[start : start + batch].tolist(),
                 predictions[start : start + batch],
+                dtypes,  # the signature's types, as the model server passes them
             )
             if start % 10_000 == 0:  # labels for a tenth of the requests
                 for row in range(batch):
