@@ -309,6 +309,17 @@ def test_a_malformed_body_is_a_422_naming_its_field(platform: Platform) -> None:
         assert assert_refused(answer, 422).get("field") == field, answer.text
     mixed = {"request_id": "r", "label": 1, "feedback": [{"request_id": "r", "label": 1}]}
     assert_refused(platform.feedback(EDITOR, SERVED, mixed), 422, "feedback", "alone")
+    # Python's JSON parser takes NaN; it is no label, and the answer says so (not a 500)
+    with client(platform.url) as http:
+        answer = http.post(
+            f"{API}/projects/{PROJECT}/deployments/{SERVED}/feedback",
+            content=b'{"request_id": "r", "label": NaN}',
+            headers={
+                "Authorization": f"Bearer {platform.tokens[EDITOR]}",
+                "content-type": "application/json",
+            },
+        )
+    assert_refused(answer, 422, "label", "NaN")
 
 
 # -- the CLI ----------------------------------------------------------------------------------

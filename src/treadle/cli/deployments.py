@@ -173,14 +173,15 @@ def feedback(
     common.console().print(f"{name}: {accepted} label{'' if accepted == 1 else 's'} accepted")
 
 
+def _refuse_constant(constant: str) -> Any:
+    """NaN and Infinity, which Python's JSON parser takes and JSON proper does not."""
+    raise ValueError(f"{constant} is not a JSON value")
+
+
 def _label(text: str) -> Any:
     """`1`, `0.5`, `true` and `"yes"` as JSON; anything else (`yes`, `NaN`) as text."""
-
-    def refuse(constant: str) -> Any:
-        raise ValueError(constant)
-
     try:
-        return json.loads(text, parse_constant=refuse)
+        return json.loads(text, parse_constant=_refuse_constant)
     except ValueError:
         return text
 
@@ -193,7 +194,7 @@ def _send_file(name: str, file: Path) -> int:
             if not line.strip():
                 continue
             try:
-                item = json.loads(line)
+                item = json.loads(line, parse_constant=_refuse_constant)
             except ValueError as exc:
                 raise InvalidInputError(f"{file}, line {number}: not JSON ({exc})") from None
             if not isinstance(item, dict):

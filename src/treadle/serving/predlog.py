@@ -52,11 +52,11 @@ def _column(values: list[Any], dtype: str | None = None) -> Any:
     if arrow_type is not None and not (arrow_type == "int64" and _fractions(values)):
         try:
             return pa.array(values, getattr(pa, arrow_type)())
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
             pass
     try:
         return pa.array(values)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
         return pa.array([json.dumps(v, default=str) for v in values], pa.string())
 
 
@@ -166,9 +166,9 @@ class PredictionLog:
                 or signature[0] != model
                 or signature[2] != columns
             ):
-                self._signature = (model, dtypes, list(columns))
                 header = {"model": model, "columns": columns, "dtypes": dtypes or {}}
                 self._header = self._dumps(header, option=self._options)
+                self._signature = (model, dtypes, list(columns))
                 self._buffer += self._header
             self._buffer += line
             self._requests += 1
@@ -294,12 +294,25 @@ def convert_spool(folder: Path) -> int:
     """Turn every finished spool file under `folder` into segments; the rows converted."""
     done = 0
     for path in _spool_files(folder):
-        for segment, (header, body) in enumerate(_runs(path.read_bytes())):
-            table = _arrow_table(header, body)
-            if table is None:  # types the columnar reader cannot take: line by line
-                table = _python_table(header, body)
-            if table is not None:
-                done += _write_segment(folder, f"{path.stem}-{segment}", table)
+        try:
+            for segment, (header, body) in enumerate(_runs(path.read_bytes())):
+                table = _arrow_table(header, body)
+                if table is None:  # types the columnar reader cannot take: line by line
+                    table = _python_table(header, body)
+                if table is not None:
+                    done += _write_segment(folder, f"{path.stem}-{segment}", table)
+        except OSError:
+            raise  # the disk: the file stays, and the next pass tries it again
+        except Exception as exc:  # one file that cannot be converted must not stop the rest
+            # kept beside the spool (the converter skips dot files) for a person to look at
+            failed = path.with_name(f".{path.stem}.failed")
+            path.replace(failed)
+            print(
+                f"treadle: prediction log: {path.name} could not be converted "
+                f"({type(exc).__name__}: {exc}); kept as {failed}",
+                file=sys.stderr,
+            )
+            continue
         path.unlink(missing_ok=True)
     return done
 
@@ -382,13 +395,16 @@ def _input_columns(
     data: dict[str, Any], columns: list[str], dtypes: Mapping[str, str], matrix: Any
 ) -> bool:
     """The inputs, each a contiguous slice of the float matrix, typed as the signature
-    says; False when an integer column holds a fraction."""
+    says; False when an integer column holds a fraction or a number beyond int64."""
     import numpy as np
     import pyarrow as pa
 
     ints = [j for j, c in enumerate(columns) if dtypes.get(c) in ("int64", "int32")]
-    if ints and not np.all(np.mod(matrix[:, ints], 1) == 0):
-        return False
+    if ints:
+        values = matrix[:, ints]
+        # a whole number too big for int64 (1e300 passes as "whole") stays float as well
+        if not (np.all(np.mod(values, 1) == 0) and np.all(np.abs(values) < 2.0**63)):
+            return False
     for column_name, values in zip(columns, np.ascontiguousarray(matrix.T), strict=True):
         column = pa.array(values)
         if _ARROW_TYPES.get(dtypes.get(column_name, ""), "float64") == "int64":

@@ -120,12 +120,13 @@ def _spooled_runs(tmp_path: Path, requests: list[tuple[Any, ...]], dtypes: dict[
 def test_the_columnar_reader_and_the_line_reader_make_the_same_segment(tmp_path: Path) -> None:
     """Numeric signatures take pyarrow's JSON reader; it must give exactly the table the
     line-by-line reader gives: rows spread per request, integers typed, types as declared,
-    and a request whose values JSON cannot carry left out."""
+    NaN kept, and a request whose values JSON cannot carry left out."""
     requests = [
         ("r1", ["a", "b"], [[0.5, 2]], [1]),
         ("r2", ["a", "b"], [[1, 3], [2.25, 4], [3.0, 5]], [0, 1, 0]),  # an int for a float
         ("r3", ["a", "b"], [[float("nan"), 7]], [1]),
         ("r4", ["a", "b"], [[4.0, 6]], [1]),
+        ("r5", ["a", "b"], [[object(), 8]], [1]),  # JSON cannot carry it: left out
     ]
     ((header, body),) = _spooled_runs(tmp_path, requests, NUMERIC)
     columnar = predlog._arrow_table(header, body)
@@ -184,3 +185,26 @@ def test_a_spool_file_of_the_earlier_line_format_still_converts(tmp_path: Path) 
     table = read_predictions(tmp_path)
     assert table.column("input.b").to_pylist() == [2, 4]
     assert table.column("prediction").to_pylist() == [0, 1]
+
+
+def test_a_whole_number_beyond_int64_keeps_its_column_float(tmp_path: Path) -> None:
+    """The server accepts 1e300 for an integer column (it is a whole number); the log
+    keeps it, as a float column, rather than failing to convert the file."""
+    ((header, body),) = _spooled_runs(tmp_path, [("r1", ["a", "b"], [[0.5, 1e300]], [1])], NUMERIC)
+    assert predlog._arrow_table(header, body) is None
+    (row,) = read_predictions(tmp_path).to_pylist()
+    assert (row["input.a"], row["input.b"]) == (0.5, 1e300)
+
+
+def test_a_spool_file_that_cannot_be_converted_is_set_aside_and_the_rest_go_on(
+    tmp_path: Path,
+) -> None:
+    spool = tmp_path / ".spool"
+    spool.mkdir()
+    header = orjson.dumps({"model": "m", "columns": ["a", "b"], "dtypes": NUMERIC})
+    (spool / "000000-000000-1-000001.jsonl").write_bytes(header + b'\n{"t": 1.0, "r"\n')
+    log = PredictionLog(tmp_path, flush_seconds=60, convert=False)
+    log.append("r1", "m", 1, 1.0, ["a", "b"], [[1.0, 1]], [1], NUMERIC)
+    log.close()  # converts the spool: the broken file first, then the log's own
+    assert read_predictions(tmp_path).column("request_id").to_pylist() == ["r1"]
+    assert [p.name for p in spool.iterdir()] == [".000000-000000-1-000001.failed"]

@@ -4,6 +4,7 @@ labels of their predictions, passed on to the model server `treadle up` runs for
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 import httpx
@@ -322,9 +323,18 @@ def send_feedback(
             f"port (`treadle deploy REF --name {name} --port N`) so that `treadle up` runs it",
         )
     try:
+        # the request's JSON may hold NaN or Infinity (Python's parser takes them); JSON
+        # proper has neither, and no model's label is one
+        content = json.dumps(body.model_dump(exclude_unset=True), allow_nan=False)
+    except ValueError:
+        raise InvalidInputError(
+            "label: NaN and Infinity are not labels", "send the true value as a number"
+        ) from None
+    try:
         answer = httpx.post(
             f"http://127.0.0.1:{port}/feedback",
-            json=body.model_dump(exclude_unset=True),
+            content=content,
+            headers={"content-type": "application/json"},
             timeout=FORWARD_TIMEOUT,
             trust_env=False,  # a proxy from the environment must not stand in between
         )
