@@ -378,7 +378,7 @@ def test_a_timeout_while_queued_in_ray_is_recorded_on_the_step(
     where = resource("eng_ray_where")
     marker = tmp_path / "hog-runs"
     result = run(
-        where.crowded, stores["ray"], {"seconds": 3.0, "marker": str(marker)}, executor="ray"
+        where.crowded, stores["ray"], {"seconds": 8.0, "marker": str(marker)}, executor="ray"
     )
     assert result.state is RunState.FAILED
     steps = result.steps

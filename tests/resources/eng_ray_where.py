@@ -80,6 +80,8 @@ def queued(marker: str) -> str:
 
 @pipeline
 def crowded(seconds: float = 3.0, marker: str = "") -> None:
-    """`queued` needs the two CPUs `hog` holds, so it waits in Ray past its timeout."""
+    """`queued` needs the two CPUs `hog` holds, so it waits in Ray past its timeout. The
+    test has `hog` hold them for 8 s: time enough, on a slow machine too, for Ray to start
+    `when_hog_runs`, submit `queued` and time it out after its one second."""
     hog(seconds, marker)
     queued(when_hog_runs(marker))
